@@ -1,0 +1,27 @@
+"""All intake queries. Every read is scoped to the caller's org (F7)."""
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from twoline_intake.models import Client
+
+
+def get_client(session: Session, *, org: str, client_ref: str) -> Client | None:
+    return session.exec(
+        select(Client).where(Client.org == org, Client.client_ref == client_ref)
+    ).first()
+
+
+def list_clients(session: Session, *, org: str, offset: int, limit: int) -> tuple[list[Client], int]:
+    query = select(Client).where(Client.org == org)
+    count = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(
+        query.order_by(Client.created_at.desc(), Client.client_ref).offset(offset).limit(limit)  # type: ignore[attr-defined]
+    ).all()
+    return list(rows), count
+
+
+def add_client(session: Session, *, client: Client) -> Client:
+    session.add(client)
+    session.flush()
+    return client

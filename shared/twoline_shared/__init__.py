@@ -1,0 +1,1 @@
+"""twoline shared kernel: what every service needs exactly once."""

@@ -1,0 +1,218 @@
+"""Service runtime: one `create_service_app` for all five services (DB, NATS, relay, consumers)."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from sqlalchemy import text
+from sqlmodel import Session
+
+from twoline_shared.auth import TokenVerifier
+from twoline_shared.broker import NatsCredential, connect_until_up
+from twoline_shared.db import OUTBOX_DIRTY, create_db_engine
+from twoline_shared.errors import install_error_handlers, problem
+from twoline_shared.inbox import ConsumerBinding, InboxConsumer
+from twoline_shared.migrations import upgrade
+from twoline_shared.outbox import OutboxRelay
+from twoline_shared.settings import ServiceSettings
+from twoline_shared.telemetry import setup_tracing
+
+log = logging.getLogger("twoline.runtime")
+
+
+@dataclass
+class ServiceSpec:
+    """What makes a service itself; everything else is the same for all five."""
+
+    name: str
+    title: str
+    description: str
+    routers: Sequence[APIRouter]
+    migrations: Path
+    # subject prefix -> NATS link name that publishes it (the referral bridge has two links)
+    publishes: dict[str, str]
+    consumers: Sequence[ConsumerBinding] = ()
+    credentials: Callable[[Any], dict[str, NatsCredential]] | None = None
+    tags: list[dict[str, str]] = field(default_factory=list)
+
+
+def default_credentials(settings: ServiceSettings) -> dict[str, NatsCredential]:
+    user = settings.nats_user
+    return {
+        "default": NatsCredential(
+            user=user,
+            password=settings.nats_password.get_secret_value(),
+            inbox_prefix="_INBOX_" + user.replace("-", "_"),
+        )
+    }
+
+
+class ServiceRuntime:
+    """Holds what a running replica needs; nothing in it is state that matters beyond a restart."""
+
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.engine = create_db_engine(settings.database_url)
+        self.verifier = TokenVerifier(
+            jwks_url=settings.auth_jwks_url,
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            algorithms=settings.auth_algorithms,
+        )
+        self.connections: dict[str, NATS] = {}
+        self.relay = OutboxRelay(
+            self.engine,
+            self.js_for,
+            lease_seconds=settings.outbox_lease_seconds,
+            poll_seconds=settings.outbox_poll_seconds,
+        )
+        self.consumers: list[InboxConsumer] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def js_for(self, subject: str) -> JetStreamContext | None:
+        """The JetStream context allowed to publish `subject`, if that link is up."""
+        for prefix, link in self.spec.publishes.items():
+            if subject.startswith(prefix):
+                nc = self.connections.get(link)
+                return nc.jetstream() if nc is not None and nc.is_connected else None
+        return None
+
+    def after_commit(self, session: Session) -> None:
+        if session.info.pop(OUTBOX_DIRTY, False):
+            self.relay.wake()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(upgrade, self.engine, self.spec.migrations)
+        if self.settings.nats_enabled:
+            self._tasks.append(asyncio.create_task(self._bring_up_messaging()))
+
+    async def _bring_up_messaging(self) -> None:
+        credentials = (self.spec.credentials or default_credentials)(self.settings)
+        for link, credential in credentials.items():
+            self.connections[link] = await connect_until_up(
+                self.settings.nats_url, credential, name=f"{self.spec.name}:{link}"
+            )
+        self._tasks.append(asyncio.create_task(self.relay.run()))
+        for binding in self.spec.consumers:
+            consumer = InboxConsumer(
+                engine=self.engine,
+                binding=binding,
+                js=self.connections[binding.connection].jetstream(),
+                max_deliver=self.settings.consumer_max_deliver,
+                after_commit=self.after_commit,
+            )
+            self.consumers.append(consumer)
+            self._tasks.append(asyncio.create_task(self._supervise(consumer)))
+
+    async def _supervise(self, consumer: InboxConsumer) -> None:
+        """Restart a consumer loop that fails (e.g. its durable is not provisioned yet)."""
+        while True:
+            try:
+                await consumer.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer %s stopped (%s); restarting", consumer.name, type(exc).__name__)
+                await asyncio.sleep(2.0)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for nc in self.connections.values():
+            with contextlib.suppress(Exception):
+                await nc.drain()
+        self.connections.clear()
+        self.engine.dispose()
+
+    def check_database(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def nats_ready(self) -> bool:
+        if not self.settings.nats_enabled:
+            return True
+        expected = (self.spec.credentials or default_credentials)(self.settings)
+        return all(
+            link in self.connections and self.connections[link].is_connected for link in expected
+        )
+
+
+health = APIRouter(tags=["health"])
+
+
+@health.get("/healthz")
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@health.get("/readyz", response_model=None)
+async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
+    """Readiness: the database answers and every NATS link is connected."""
+    runtime: ServiceRuntime = request.app.state.runtime
+    checks = {
+        "database": await asyncio.to_thread(runtime.check_database),
+        "nats": runtime.nats_ready(),
+    }
+    if all(checks.values()):
+        return {"status": "ready", "checks": checks}
+    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    return problem(503, "not-ready", "Not ready", f"Not ready: {failing}.", request, checks=checks)
+
+
+def _skip_health(scope: Any) -> bool:
+    return scope.get("path") in ("/healthz", "/readyz")
+
+
+def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
+    """Build a service's FastAPI app: routes under /v1, problem+json, health, lifespan."""
+    setup_tracing(spec.name)
+    runtime = ServiceRuntime(spec, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title=spec.title,
+        description=spec.description,
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_tags=spec.tags or None,
+        # Built-in OpenTelemetry spans; its log records carry rejected input values, so they stay
+        # off (F8), as do per-dependency operation spans.
+        telemetry={
+            "tracing": True,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "exclude": _skip_health,
+        },
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(health)
+    for router in spec.routers:
+        app.include_router(router, prefix="/v1")
+    return app

@@ -1,0 +1,195 @@
+"""Fixtures shared by every test: token issuer, databases, and the project's own NATS server.
+
+Database: SQLite files by default; Postgres when TWOLINE_TEST_DATABASE_URL points at a server
+(each test gets fresh databases there); otherwise a testcontainers Postgres when
+TWOLINE_TEST_TESTCONTAINERS=1 and a Docker engine answers, falling back to SQLite when none does.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from twoline.devissuer import DEFAULT_AUDIENCE, DEFAULT_ISSUER, issue, jwks, load_key
+from twoline.natsserver import NatsServer, load_passwords, server_environment
+
+log = logging.getLogger("tests")
+
+
+# ---------------------------------------------------------------- tokens
+
+
+class Issuer:
+    """The dev issuer's key in a temp dir, its JWKS as a file, and a token factory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.key = load_key(directory)
+        self.jwks_path = directory / "jwks.json"
+        self.jwks_path.write_text(json.dumps(jwks(self.key)))
+
+    def token(self, role: str, **claims: Any) -> str:
+        return issue(self.key, role=role, **claims)
+
+    def headers(self, role: str, **claims: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role, **claims)}"}
+
+
+@pytest.fixture(scope="session")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> Issuer:
+    return Issuer(tmp_path_factory.mktemp("issuer"))
+
+
+NGO_GHENT = {"role": "ngo_caseworker", "org": "ngo-ghent"}
+ICAM_BRUSSELS = {"role": "icam_coach", "agency": "immigration_office", "office": "brussels"}
+FEDASIL_BRUSSELS = {"role": "return_counsellor", "agency": "fedasil", "office": "brussels"}
+AUDITOR = {"role": "auditor"}
+
+
+# ---------------------------------------------------------------- databases
+
+
+def _testcontainers_postgres() -> str | None:
+    if os.environ.get("TWOLINE_TEST_TESTCONTAINERS") != "1":
+        return None
+    try:
+        from testcontainers.postgres import PostgresContainer
+
+        container = PostgresContainer("postgres:16-alpine", driver="psycopg")
+        container.start()
+    except Exception as exc:  # docker.errors.DockerException when no engine answers
+        log.warning("no Docker engine for testcontainers (%s); using SQLite", type(exc).__name__)
+        return None
+    import atexit
+
+    atexit.register(container.stop)
+    return container.get_connection_url()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str | None:
+    """A Postgres server URL to create test databases on, or None for SQLite."""
+    return os.environ.get("TWOLINE_TEST_DATABASE_URL") or _testcontainers_postgres()
+
+
+@pytest.fixture
+def make_database_url(
+    postgres_admin_url: str | None, tmp_path: Path
+) -> Iterator[Callable[[str], str]]:
+    """Factory: a fresh, empty database for `name` (one per service in a test)."""
+    created: list[str] = []
+
+    def make(name: str) -> str:
+        if postgres_admin_url is None:
+            return f"sqlite:///{tmp_path / (name + '.db')}"
+        database = f"t_{name.replace('-', '_')}_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(_psycopg(postgres_admin_url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+        admin.dispose()
+        created.append(database)
+        return make_url(_psycopg(postgres_admin_url)).set(database=database).render_as_string(
+            hide_password=False
+        )
+
+    yield make
+    if postgres_admin_url is not None and created:
+        admin = create_engine(_psycopg(postgres_admin_url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            for database in created:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _psycopg(url: str) -> str:
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+# ---------------------------------------------------------------- NATS
+
+
+@pytest.fixture(scope="session")
+def nats_passwords(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return load_passwords(tmp_path_factory.mktemp("nats-secrets") / "passwords.json")
+
+
+@pytest.fixture(scope="session")
+def nats_server_env(nats_passwords: dict[str, str]) -> dict[str, str]:
+    """bcrypt hashes once per session; hashing is the slow part of starting a server."""
+    return server_environment(nats_passwords)
+
+
+@pytest.fixture
+def nats_server(
+    tmp_path: Path, nats_passwords: dict[str, str], nats_server_env: dict[str, str]
+) -> Iterator[NatsServer]:
+    """A fresh nats-server with the project's config, streams and consumers provisioned."""
+    import asyncio
+
+    server = NatsServer(store_dir=tmp_path / "nats", passwords=nats_passwords)
+    server._env.update(nats_server_env)
+    server.start()
+    asyncio.run(server.provision())
+    yield server
+    server.stop()
+
+
+# ---------------------------------------------------------------- services
+
+
+@pytest.fixture
+def service_settings(
+    issuer: Issuer, make_database_url: Callable[[str], str], request: pytest.FixtureRequest
+) -> Callable[..., Any]:
+    """Factory: a service's Settings with a fresh database, the test issuer, and NATS if running."""
+
+    def make(settings_cls: type, name: str, **overrides: Any) -> Any:
+        values: dict[str, Any] = {
+            "database_url": make_database_url(name),
+            "auth_jwks_url": str(issuer.jwks_path),
+            "auth_issuer": DEFAULT_ISSUER,
+            "auth_audience": DEFAULT_AUDIENCE,
+            "outbox_poll_seconds": 0.2,
+        }
+        if "nats_server" in request.fixturenames:
+            server: NatsServer = request.getfixturevalue("nats_server")
+            values["nats_url"] = server.url
+            user = settings_cls.model_fields["nats_user"].default
+            if user in server.passwords:
+                values["nats_password"] = server.passwords[user]
+        else:
+            values["nats_enabled"] = False
+        values.update(overrides)
+        return settings_cls(**values)
+
+    return make
+
+
+@contextlib.contextmanager
+def running(app: Any) -> Iterator[TestClient]:
+    """Run an app with its lifespan (migrations, NATS, relay, consumers) in a test client."""
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def assert_problem(response: Any, status: int, slug: str | None = None) -> dict[str, Any]:
+    """The response is RFC 9457 problem+json with `status` (and the stable type `slug`)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status
+    assert body["type"].startswith("urn:twoline:problem:")
+    if slug is not None:
+        assert body["type"] == f"urn:twoline:problem:{slug}"
+    return body
