@@ -97,8 +97,10 @@ def make_database_url(
             connection.execute(text(f'CREATE DATABASE "{database}"'))
         admin.dispose()
         created.append(database)
-        return make_url(_psycopg(postgres_admin_url)).set(database=database).render_as_string(
-            hide_password=False
+        return (
+            make_url(_psycopg(postgres_admin_url))
+            .set(database=database)
+            .render_as_string(hide_password=False)
         )
 
     yield make

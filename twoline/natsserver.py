@@ -98,8 +98,15 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [binary(), "-c", str(CONFIG), "-a", "127.0.0.1", "-p", str(self.port),
-],
+            [
+                binary(),
+                "-c",
+                str(CONFIG),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
             env={**self._env, "NATS_STORE_DIR": f'"{self.store_dir}"'},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -30,7 +30,7 @@ async def connect(url: str, credential: NatsCredential, *, name: str) -> NATS:
         log.warning("nats %s: %s", name, exc)
 
     async def disconnected_cb() -> None:
-        log.warning("nats %s: disconnected", name)
+        log.info("nats %s: disconnected", name)
 
     async def reconnected_cb() -> None:
         log.info("nats %s: reconnected", name)
@@ -87,7 +87,9 @@ STREAMS = (
 
 CONSUMERS = (
     ConsumerSpec("FIRSTLINE", "FIRSTLINE", "consent", ("firstline.intake.>",)),
-    ConsumerSpec("FIRSTLINE", "FIRSTLINE", "referral", ("firstline.intake.>", "firstline.consent.>")),
+    ConsumerSpec(
+        "FIRSTLINE", "FIRSTLINE", "referral", ("firstline.intake.>", "firstline.consent.>")
+    ),
     ConsumerSpec("SECONDLINE", "SECONDLINE", "case-resolution", ("secondline.referral.>",)),
     ConsumerSpec("SECONDLINE", "SECONDLINE", "referral", ("secondline.case.>",)),
     ConsumerSpec("AUDIT", "AUDIT", "audit", ("audit.>",)),

@@ -20,7 +20,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel
 
-from twoline_shared.db import OUTBOX_DIRTY
 from twoline_shared.events import Event, InvalidEvent, decode
 from twoline_shared.telemetry import context_from_headers, tracer
 

@@ -7,6 +7,7 @@ drops the duplicate inside the stream's duplicate window; consumers' inboxes cat
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -200,7 +201,5 @@ class OutboxRelay:
                 published = 0
             if published == self.batch_size:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            except TimeoutError:
-                pass

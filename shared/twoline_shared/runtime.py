@@ -121,7 +121,9 @@ class ServiceRuntime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("consumer %s stopped (%s); restarting", consumer.name, type(exc).__name__)
+                log.warning(
+                    "consumer %s stopped (%s); restarting", consumer.name, type(exc).__name__
+                )
                 await asyncio.sleep(2.0)
 
     async def stop(self) -> None:

@@ -21,5 +21,7 @@ FIELD_CATEGORY: dict[str, DataCategory] = {
 
 def categories_present(fields: dict[str, object]) -> list[str]:
     """The categories for which a record holds data (for id-only events and audit)."""
-    present = {FIELD_CATEGORY[name] for name, value in fields.items() if name in FIELD_CATEGORY and value}
+    present = {
+        FIELD_CATEGORY[name] for name, value in fields.items() if name in FIELD_CATEGORY and value
+    }
     return sorted(c.value for c in present)

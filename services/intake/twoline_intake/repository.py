@@ -12,7 +12,9 @@ def get_client(session: Session, *, org: str, client_ref: str) -> Client | None:
     ).first()
 
 
-def list_clients(session: Session, *, org: str, offset: int, limit: int) -> tuple[list[Client], int]:
+def list_clients(
+    session: Session, *, org: str, offset: int, limit: int
+) -> tuple[list[Client], int]:
     query = select(Client).where(Client.org == org)
     count = session.exec(select(func.count()).select_from(query.subquery())).one()
     rows = session.exec(

@@ -1,0 +1,238 @@
+"""`twoline run`: the embedded default — nats-server, the dev issuer and the five services.
+
+Everything runs as child processes of this one; SIGINT/SIGTERM stops them all, and each child
+is also told by the kernel (PR_SET_PDEATHSIG) to stop if this process dies without cleaning up.
+"""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from twoline.devissuer import DEFAULT_AUDIENCE, load_key
+from twoline.natsserver import NatsServer, load_passwords, run_provision
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    name: str
+    package: str
+    prefix: str
+    port: int
+    nats_user: str
+
+
+SERVICES = (
+    ServiceDef("intake", "twoline_intake", "TWOLINE_INTAKE_", 8001, "intake"),
+    ServiceDef("consent", "twoline_consent", "TWOLINE_CONSENT_", 8002, "consent"),
+    ServiceDef("referral", "twoline_referral", "TWOLINE_REFERRAL_", 8003, "referral-fl"),
+    ServiceDef(
+        "case-resolution",
+        "twoline_case_resolution",
+        "TWOLINE_CASE_RESOLUTION_",
+        8004,
+        "case-resolution",
+    ),
+    ServiceDef("audit", "twoline_audit", "TWOLINE_AUDIT_", 8005, "audit"),
+)
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the parent goes away (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def service_port(service: ServiceDef) -> int:
+    return int(os.environ.get(f"{service.prefix}PORT", service.port))
+
+
+def service_environment(
+    service: ServiceDef,
+    *,
+    data_dir: Path,
+    nats_url: str,
+    passwords: dict[str, str],
+    issuer_url: str,
+) -> dict[str, str]:
+    p = service.prefix
+    env = {
+        f"{p}DATABASE_URL": f"sqlite:///{data_dir / (service.name + '.db')}",
+        f"{p}NATS_URL": nats_url,
+        f"{p}NATS_USER": service.nats_user,
+        f"{p}NATS_PASSWORD": passwords[service.nats_user],
+        f"{p}AUTH_JWKS_URL": f"{issuer_url}/.well-known/jwks.json",
+        f"{p}AUTH_ISSUER": issuer_url,
+        f"{p}AUTH_AUDIENCE": DEFAULT_AUDIENCE,
+        f"{p}PORT": str(service_port(service)),
+    }
+    if service.name == "referral":
+        env[f"{p}NATS_SL_USER"] = "referral-sl"
+        env[f"{p}NATS_SL_PASSWORD"] = passwords["referral-sl"]
+    return env
+
+
+class Stack:
+    def __init__(self, *, data_dir: Path, nats_port: int, issuer_port: int, host: str) -> None:
+        self.data_dir = data_dir.resolve()
+        self.nats_port = nats_port
+        self.issuer_port = issuer_port
+        self.host = host
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.nats: NatsServer | None = None
+        self.stopping = False
+
+    @property
+    def issuer_url(self) -> str:
+        return f"http://127.0.0.1:{self.issuer_port}"
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        process = subprocess.Popen(
+            args,
+            env={**os.environ, **env},
+            preexec_fn=_die_with_parent,
+        )
+        self.children.append((name, process))
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        passwords = load_passwords(self.data_dir / "nats-passwords.json")
+        load_key(self.data_dir)  # create the issuer key before anyone asks for a token
+        self.nats = NatsServer(
+            store_dir=self.data_dir / "nats", passwords=passwords, port=self.nats_port
+        )
+        self.nats.start()
+        run_provision(self.nats.url, passwords)
+        self.spawn(
+            "issuer",
+            [
+                sys.executable,
+                "-m",
+                "twoline.cli",
+                "issuer",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.issuer_port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            {},
+        )
+        for service in SERVICES:
+            env = service_environment(
+                service,
+                data_dir=self.data_dir,
+                nats_url=self.nats.url,
+                passwords=passwords,
+                issuer_url=self.issuer_url,
+            )
+            self.spawn(
+                service.name,
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    f"{service.package}.app:create_app",
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(service_port(service)),
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+            )
+
+    def wait_healthy(self, timeout: float = 60.0) -> bool:
+        urls = [f"{self.issuer_url}/healthz"] + [
+            f"http://127.0.0.1:{service_port(s)}/healthz" for s in SERVICES
+        ]
+        deadline = time.monotonic() + timeout
+        pending = list(urls)
+        while pending and time.monotonic() < deadline:
+            self.check_children()
+            for url in list(pending):
+                try:
+                    if httpx.get(url, timeout=1.0).status_code == 200:
+                        pending.remove(url)
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.3)
+        return not pending
+
+    def check_children(self) -> None:
+        for name, process in self.children:
+            if process.poll() is not None and not self.stopping:
+                raise RuntimeError(f"{name} exited with code {process.returncode}")
+        if self.nats and self.nats.process and self.nats.process.poll() is not None:
+            raise RuntimeError("nats-server exited")
+
+    def stop(self) -> None:
+        self.stopping = True
+        for _, process in self.children:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 10
+        for _, process in self.children:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.nats is not None:
+            self.nats.stop()
+
+    def banner(self) -> str:
+        lines = ["", "twoline is running (embedded default: SQLite, nats-server, dev issuer)", ""]
+        lines.append(f"  {'nats':16} {self.nats.url if self.nats else ''}")
+        lines.append(f"  {'token issuer':16} {self.issuer_url}/.well-known/jwks.json")
+        for service in SERVICES:
+            url = f"http://127.0.0.1:{service_port(service)}"
+            lines.append(f"  {service.name:16} {url}   docs: {url}/docs")
+        lines += [
+            "",
+            f"  data dir: {self.data_dir}",
+            "  a token: uv run twoline token --role ngo_caseworker --org ngo-ghent",
+            "  Ctrl-C stops everything.",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def run(*, data_dir: Path, nats_port: int, issuer_port: int, host: str) -> int:
+    stack = Stack(data_dir=data_dir, nats_port=nats_port, issuer_port=issuer_port, host=host)
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        stack.start()
+        if not stack.wait_healthy():
+            print("twoline: not every service became healthy within 60 s", file=sys.stderr)
+            return 1
+        print(stack.banner(), flush=True)
+        while True:
+            stack.check_children()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\ntwoline: stopping", flush=True)
+        return 0
+    except RuntimeError as exc:
+        print(f"twoline: {exc}; stopping", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
