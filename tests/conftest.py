@@ -62,7 +62,7 @@ def _testcontainers_postgres() -> str | None:
     if os.environ.get("TWOLINE_TEST_TESTCONTAINERS") != "1":
         return None
     try:
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         container = PostgresContainer("postgres:16-alpine", driver="psycopg")
         container.start()

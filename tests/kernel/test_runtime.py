@@ -1,5 +1,6 @@
 """Service runtime: settings per env prefix, /healthz, /readyz, events flowing after a request."""
 
+import json
 import time
 
 import pytest
@@ -60,6 +61,8 @@ def test_readyz_is_ok_and_committed_events_reach_the_broker(service_settings, na
                 break
             assert time.monotonic() < deadline, "outbox rows were not published"
             time.sleep(0.1)
+        # The request's trace context travels with its events (W3C traceparent header).
+        assert all(json.loads(r.headers)["traceparent"].startswith("00-") for r in rows)
         assert {r.subject for r in rows} == {
             "firstline.intake.client.registered",
             "audit.intake.client.create",
