@@ -1,15 +1,45 @@
 """Database engine and the request-scoped session (SQLite or Postgres, chosen by URL)."""
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
 OUTBOX_DIRTY = "twoline.outbox_dirty"
+
+
+def utcnow() -> datetime:
+    """Now, as an aware UTC datetime (the only kind twoline stores)."""
+    return datetime.now(UTC)
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """`timestamp with time zone` that stores and returns aware UTC datetimes on every backend.
+
+    SQLite keeps no offset: values are converted to UTC before storing, so ordering by the column
+    is chronological there too, and they are read back as UTC rather than naive.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def normalise_url(url: str) -> str:

@@ -10,22 +10,28 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import trace
+from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel
 
+from twoline_shared.db import UtcDateTime, utcnow
+from twoline_shared.errors import Invalid
 from twoline_shared.events import Event, InvalidEvent, decode
 from twoline_shared.telemetry import context_from_headers, tracer
 
 log = logging.getLogger("twoline.inbox")
 
 Handler = Callable[[Session, Event], None]
+
+# Errors a handler raises when the event itself is wrong (not the moment): never retried.
+PERMANENT = (Invalid, ValidationError)
 
 
 class InboxRecord(SQLModel, table=True):
@@ -37,7 +43,7 @@ class InboxRecord(SQLModel, table=True):
     event_id: str = Field(primary_key=True, max_length=64)
     event_type: str = Field(max_length=255)
     outcome: str = Field(default="applied", max_length=16)
-    processed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    processed_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 class DeadLetter(SQLModel, table=True):
@@ -51,18 +57,28 @@ class DeadLetter(SQLModel, table=True):
     event_id: str | None = Field(default=None, max_length=64)
     event_type: str | None = Field(default=None, max_length=255)
     error: str = Field(max_length=255)
-    recorded_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 @dataclass
 class ConsumerBinding:
-    """A durable consumer provisioned in `topology`, and what this service does with each type."""
+    """A durable consumer provisioned in `broker.CONSUMERS`, and what this service does per type.
+
+    A handler key is an exact event type, or a prefix ending in `.>` (NATS wildcard style) that
+    matches every type below it; the exact key wins, then the longest prefix.
+    """
 
     stream: str
     durable: str
     handlers: dict[str, Handler]
     connection: str = "default"
     batch: int = 32
+
+    def handler_for(self, event_type: str) -> Handler | None:
+        if event_type in self.handlers:
+            return self.handlers[event_type]
+        prefixes = [k for k in self.handlers if k.endswith(".>") and event_type.startswith(k[:-1])]
+        return self.handlers[max(prefixes, key=len)] if prefixes else None
 
 
 @dataclass
@@ -83,7 +99,7 @@ class InboxConsumer:
 
     def apply(self, event: Event) -> bool:
         """Apply `event` in one transaction with its inbox row; False if it was already applied."""
-        handler = self.binding.handlers.get(event.type)
+        handler = self.binding.handler_for(event.type)
         with Session(self.engine, expire_on_commit=False) as session:
             if session.get(InboxRecord, (self.name, event.id)) is not None:
                 return False
@@ -150,6 +166,11 @@ class InboxConsumer:
             try:
                 if await asyncio.to_thread(self.apply, event):
                     self.applied += 1
+            except PERMANENT as exc:
+                # The event breaks its contract: retrying cannot help, so set it aside at once.
+                await asyncio.to_thread(self.dead_letter, msg, type(exc).__name__, event)
+                await msg.term()
+                return
             except Exception as exc:
                 # No commit happened: the broker redelivers; give up after max_deliver.
                 delivered = msg.metadata.num_delivered

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import nats.errors
 import nats.js.errors
@@ -22,7 +22,7 @@ from sqlalchemy import Column, LargeBinary, Text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, select
 
-from twoline_shared.db import OUTBOX_DIRTY
+from twoline_shared.db import OUTBOX_DIRTY, UtcDateTime, utcnow
 from twoline_shared.events import Event, encode, headers_for
 from twoline_shared.telemetry import current_traceparent
 
@@ -39,8 +39,8 @@ class OutboxMessage(SQLModel, table=True):
     subject: str = Field(max_length=255)
     payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     headers: str = Field(sa_column=Column(Text, nullable=False))
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    sent_at: datetime | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    sent_at: datetime | None = Field(default=None, index=True, sa_type=UtcDateTime)
     attempts: int = 0
     claimed_by: str | None = Field(default=None, max_length=64)
     claimed_until: float | None = None
@@ -128,7 +128,7 @@ class OutboxRelay:
             session.exec(  # type: ignore[call-overload]
                 update(OutboxMessage)
                 .where(OutboxMessage.seq == seq)
-                .values(sent_at=datetime.now(UTC), claimed_by=None, claimed_until=None)
+                .values(sent_at=utcnow(), claimed_by=None, claimed_until=None)
             )
             session.commit()
 

@@ -10,6 +10,7 @@ from sqlmodel import Field, Session, SQLModel, select
 from twoline.natsserver import credential
 from twoline_shared.broker import connect
 from twoline_shared.db import create_db_engine
+from twoline_shared.errors import Invalid
 from twoline_shared.events import Event, encode, headers_for, new_event
 from twoline_shared.inbox import ConsumerBinding, DeadLetter, InboxConsumer, InboxRecord
 
@@ -222,3 +223,35 @@ async def test_event_type_without_handler_is_recorded_as_ignored(engine, consent
 def _dead(engine) -> list[DeadLetter]:
     with Session(engine) as session:
         return list(session.exec(select(DeadLetter)).all())
+
+
+async def test_handler_rejecting_the_event_as_invalid_dead_letters_it_without_retry(
+    engine, consent_nc, publisher
+):
+    calls = {"n": 0}
+
+    def strict(session: Session, event: Event) -> None:
+        calls["n"] += 1
+        raise Invalid("event breaks its contract")
+
+    await publisher(registered("C-BAD"))
+    consumer = make_consumer(engine, consent_nc, handlers={TYPE: strict})
+    async with consuming(consumer):
+        await until(lambda: _dead(engine))
+    assert calls["n"] == 1
+    assert _dead(engine)[0].error == "Invalid"
+
+
+def test_wildcard_handler_keys_match_types_below_them_and_exact_keys_win():
+    def a(session, event): ...
+    def b(session, event): ...
+    def c(session, event): ...
+
+    binding = ConsumerBinding(
+        stream="S", durable="d", handlers={"audit.>": a, "audit.intake.>": b, "audit.x.y": c}
+    )
+    assert binding.handler_for("audit.intake.client.create") is b
+    assert binding.handler_for("audit.consent.consent.read") is a
+    assert binding.handler_for("audit.x.y") is c
+    assert binding.handler_for("auditx.y") is None
+    assert binding.handler_for("firstline.intake.client.registered") is None

@@ -1,0 +1,165 @@
+"""All five services on one real nats-server: NGO → consent → referral → office queues → accept.
+
+The foundation slice of the referral flow, driven through the public APIs only, with every hop
+an event through the outbox, the broker and an inbox.
+"""
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import AUDITOR, FEDASIL_BRUSSELS, ICAM_BRUSSELS, NGO_GHENT, running
+from twoline.natsserver import credential
+from twoline_audit.app import create_app as audit_app
+from twoline_audit.config import Settings as AuditSettings
+from twoline_case_resolution.app import create_app as case_app
+from twoline_case_resolution.config import Settings as CaseSettings
+from twoline_consent.app import create_app as consent_app
+from twoline_consent.config import Settings as ConsentSettings
+from twoline_intake.app import create_app as intake_app
+from twoline_intake.config import Settings as IntakeSettings
+from twoline_referral.app import create_app as referral_app
+from twoline_referral.config import Settings as ReferralSettings
+from twoline_shared.broker import connect
+
+pytestmark = pytest.mark.nats
+
+
+def eventually(probe: Callable[[], object], what: str, timeout: float = 20.0):
+    """Poll `probe` until it returns something truthy (events are asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+async def stream_payloads(nats_server, stream: str, admin: str) -> list[bytes]:
+    nc = await connect(nats_server.url, credential(admin, nats_server.passwords), name="scan")
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        return [
+            (await js.get_msg(stream, seq)).data
+            for seq in range(info.state.first_seq, info.state.last_seq + 1)
+        ] if info.state.messages else []
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def stack(service_settings, nats_server):
+    apps = {
+        "intake": intake_app(service_settings(IntakeSettings, "intake")),
+        "consent": consent_app(service_settings(ConsentSettings, "consent")),
+        "referral": referral_app(
+            service_settings(
+                ReferralSettings, "referral",
+                nats_sl_password=nats_server.passwords["referral-sl"],
+            )
+        ),
+        "case": case_app(service_settings(CaseSettings, "case-resolution")),
+        "audit": audit_app(service_settings(AuditSettings, "audit")),
+    }
+    with contextlib.ExitStack() as exit_stack:
+        yield {name: exit_stack.enter_context(running(app)) for name, app in apps.items()}
+
+
+def test_ngo_referral_reaches_both_office_queues_and_acceptance_flows_back(
+    stack, issuer, nats_server
+):
+    ngo = issuer.headers(**NGO_GHENT)
+    coach = issuer.headers(sub="coach-1", **ICAM_BRUSSELS)
+    counsellor = issuer.headers(sub="counsellor-1", **FEDASIL_BRUSSELS)
+    canary = f"Canary-{uuid.uuid4().hex}"
+
+    client = stack["intake"].post(
+        "/v1/clients", json={"display_name": canary, "languages": ["fr"]}, headers=ngo
+    )
+    assert client.status_code == 201, client.text
+    client_ref = client.json()["client_ref"]
+
+    def grant(recipient: str) -> str | None:
+        response = stack["consent"].post(
+            "/v1/consents",
+            headers=ngo,
+            json={"client_ref": client_ref, "recipient": recipient,
+                  "purposes": ["referral", "feedback"], "categories": ["needs"],
+                  "method": "written", "language": "fr", "interpreter": False,
+                  "information_version": "2026-01"},
+        )
+        return response.json()["consent_id"] if response.status_code == 201 else None
+
+    # consent learns the client from intake's event, then records a grant per agency
+    eventually(lambda: grant("immigration_office"), "consent to know the client")
+    assert grant("fedasil")
+
+    body = {"client_ref": client_ref, "tracks": ["legal_stay", "return"], "urgency": "urgent"}
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+
+    def refer():
+        response = stack["referral"].post("/v1/referrals", json=body, headers={**ngo, **key})
+        return response.json() if response.status_code in (200, 201) else None
+
+    # the bridge learns both consents from events; until then the referral is refused (F0)
+    referral = eventually(refer, "the bridge to see both consents")
+    tracks = {t["track"]: t for t in referral["tracks"]}
+    assert {t["agency"] for t in tracks.values()} == {"immigration_office", "fedasil"}
+    assert all(t["status"] == "requested" for t in tracks.values())
+
+    def queue(headers):
+        response = stack["case"].get("/v1/queue", headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+    icam_queue = eventually(lambda: queue(coach), "the ICAM office queue")
+    fedasil_queue = eventually(lambda: queue(counsellor), "the Fedasil office queue")
+    assert [c["track"] for c in icam_queue] == ["legal_stay"]
+    assert [c["track"] for c in fedasil_queue] == ["return"]
+    # F5: the two agencies share no reference, and neither sees the NGO's
+    assert icam_queue[0]["case_ref"] != fedasil_queue[0]["case_ref"]
+    for item in icam_queue + fedasil_queue:
+        assert client_ref not in json.dumps(item)
+        assert referral["referral_id"] not in json.dumps(item)
+
+    case_id = icam_queue[0]["case_id"]
+    accepted = stack["case"].post(f"/v1/cases/{case_id}/tracks/legal_stay/accept", headers=coach)
+    assert accepted.status_code == 200, accepted.text
+    assert queue(coach) == []
+
+    def ngo_view():
+        response = stack["referral"].get(f"/v1/referrals/{referral['referral_id']}", headers=ngo)
+        statuses = {t["track"]: t["status"] for t in response.json()["tracks"]}
+        return statuses if statuses["legal_stay"] == "accepted" else None
+
+    statuses = eventually(ngo_view, "the acceptance to reach the NGO")
+    assert statuses == {"legal_stay": "accepted", "return": "requested"}
+
+    # Every service's audit records reach the verifiable log, and the chain holds.
+    auditor = issuer.headers(**AUDITOR)
+
+    def audited_services():
+        response = stack["audit"].get("/v1/log/entries?limit=500", headers=auditor)
+        return {e["type"].split(".")[1] for e in response.json()["data"]}
+
+    expected = {"intake", "consent", "referral", "case-resolution"}
+    eventually(lambda: expected <= audited_services(), "audit records from every service")
+    assert stack["audit"].get("/v1/log/verify", headers=auditor).json()["ok"] is True
+
+    # F8 / F5 at the broker: no personal data and no first-line reference in zone B's stream,
+    # and no personal data in the audit stream.
+    second_line = asyncio.run(stream_payloads(nats_server, "SECONDLINE", "sl-admin"))
+    assert second_line
+    for payload in second_line:
+        assert client_ref.encode() not in payload
+        assert referral["referral_id"].encode() not in payload
+        assert canary.encode() not in payload
+    for payload in asyncio.run(stream_payloads(nats_server, "AUDIT", "audit-admin")):
+        assert canary.encode() not in payload
