@@ -46,10 +46,14 @@ async def stream_payloads(nats_server, stream: str, admin: str) -> list[bytes]:
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)
-        return [
-            (await js.get_msg(stream, seq)).data
-            for seq in range(info.state.first_seq, info.state.last_seq + 1)
-        ] if info.state.messages else []
+        return (
+            [
+                (await js.get_msg(stream, seq)).data
+                for seq in range(info.state.first_seq, info.state.last_seq + 1)
+            ]
+            if info.state.messages
+            else []
+        )
     finally:
         await nc.close()
 
@@ -61,7 +65,8 @@ def stack(service_settings, nats_server):
         "consent": consent_app(service_settings(ConsentSettings, "consent")),
         "referral": referral_app(
             service_settings(
-                ReferralSettings, "referral",
+                ReferralSettings,
+                "referral",
                 nats_sl_password=nats_server.passwords["referral-sl"],
             )
         ),
@@ -90,10 +95,16 @@ def test_ngo_referral_reaches_both_office_queues_and_acceptance_flows_back(
         response = stack["consent"].post(
             "/v1/consents",
             headers=ngo,
-            json={"client_ref": client_ref, "recipient": recipient,
-                  "purposes": ["referral", "feedback"], "categories": ["needs"],
-                  "method": "written", "language": "fr", "interpreter": False,
-                  "information_version": "2026-01"},
+            json={
+                "client_ref": client_ref,
+                "recipient": recipient,
+                "purposes": ["referral", "feedback"],
+                "categories": ["needs"],
+                "method": "written",
+                "language": "fr",
+                "interpreter": False,
+                "information_version": "2026-01",
+            },
         )
         return response.json()["consent_id"] if response.status_code == 201 else None
 
