@@ -17,9 +17,15 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
+from twoline_shared.codes import Agency
 from twoline_shared.errors import Forbidden, Unauthorized, Unavailable
 
+MAX_SUB = 200
+MAX_SCOPE = 100
 ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
+
+
+__all__ = ["Agency", "Principal", "Role", "TokenVerifier", "require"]
 
 
 class Role(StrEnum):
@@ -31,12 +37,6 @@ class Role(StrEnum):
     SERVICE = "service"
 
 
-class Agency(StrEnum):
-    IMMIGRATION_OFFICE = "immigration_office"
-    FEDASIL = "fedasil"
-
-
-# The agency a second-line role belongs to: a coach is always Immigration Office, a counsellor Fedasil.
 ROLE_AGENCY = {Role.ICAM_COACH: Agency.IMMIGRATION_OFFICE, Role.RETURN_COUNSELLOR: Agency.FEDASIL}
 
 
@@ -129,6 +129,13 @@ class TokenVerifier:
         scope = {name: claims.get(name) for name in ("org", "agency", "office")}
         if any(value is not None and not isinstance(value, str) for value in scope.values()):
             raise Unauthorized("The bearer token's scope claims must be strings.")
+        # Bounded like the columns that record them, so an odd token is a 401, never a 500.
+        if len(str(claims["sub"])) > MAX_SUB or any(
+            value is not None and len(value) > MAX_SCOPE for value in scope.values()
+        ):
+            raise Unauthorized("The bearer token's claims are too long.")
+        if len(roles) > 16 or any(len(role) > MAX_SCOPE for role in roles):
+            raise Unauthorized("The bearer token's roles claim is too long.")
         return Principal(sub=str(claims["sub"]), roles=frozenset(roles), **scope)
 
     def _decode(self, token: str) -> Any:

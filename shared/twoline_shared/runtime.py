@@ -133,9 +133,12 @@ class ServiceRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        # close, not drain: nats-py's drain can wait its whole timeout on a pull subscription's
+        # leftover messages. Nothing is lost — relay and consumers are already stopped, unacked
+        # messages are redelivered, and unsent outbox rows are retried by the next replica.
         for nc in self.connections.values():
             with contextlib.suppress(Exception):
-                await nc.drain()
+                await nc.close()
         self.connections.clear()
         self.engine.dispose()
 

@@ -229,3 +229,24 @@ def test_principal_reports_roles():
     from twoline_shared.auth import Role
 
     assert principal.has(Role.AUDITOR) and not principal.has(Role.NGO_CASEWORKER)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"sub": "s" * 201},
+        {"org": "o" * 101},
+        {"office": "x" * 101},
+        {"roles": ["ngo_caseworker"] * 17},
+    ],
+)
+def test_oversized_claims_are_401_not_stored(client, issuer, overrides):
+    token = jwt.encode({"alg": "RS256", "kid": issuer.key.kid}, claims(**overrides), issuer.key)
+    assert_problem(client.get("/whoami", headers=bearer(token)), 401, "unauthorized")
+
+
+def test_claims_at_the_limit_are_accepted(client, issuer):
+    token = jwt.encode(
+        {"alg": "RS256", "kid": issuer.key.kid}, claims(sub="s" * 200, org="o" * 100), issuer.key
+    )
+    assert client.get("/whoami", headers=bearer(token)).status_code == 200

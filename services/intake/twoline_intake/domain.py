@@ -1,6 +1,6 @@
 """Intake rules without I/O: which field belongs to which data category."""
 
-from twoline_intake.models import DataCategory
+from twoline_shared.codes import DataCategory
 
 FIELD_CATEGORY: dict[str, DataCategory] = {
     "display_name": DataCategory.IDENTITY,

@@ -1,27 +1,14 @@
 """Intake tables and API schemas: client records under a pseudonym (`client_ref`), zone A only."""
 
 import uuid
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
 from pydantic import field_validator
 from sqlalchemy import JSON
 from sqlmodel import Field, SQLModel
 
-
-class DataCategory(StrEnum):
-    """The categories consent is given for; every client field belongs to exactly one."""
-
-    IDENTITY = "identity"
-    CONTACT = "contact"
-    HOUSEHOLD = "household"
-    MIGRATION_HISTORY = "migration_history"
-    NEEDS = "needs"
-    HEALTH = "health"
-    VULNERABILITIES = "vulnerabilities"
-    INTENTIONS = "intentions"
-    CASE_NOTES = "case_notes"
+from twoline_shared.db import UtcDateTime, utcnow
 
 
 class HouseholdMember(SQLModel):
@@ -79,8 +66,8 @@ class Client(ClientBase, table=True):
     client_ref: str = Field(default_factory=new_client_ref, unique=True, max_length=16)
     org: str = Field(index=True, max_length=100)
     registered_by: str = Field(max_length=200)
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 class ClientPublic(ClientBase):

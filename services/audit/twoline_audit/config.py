@@ -1,0 +1,20 @@
+"""Audit settings (env prefix TWOLINE_AUDIT_)."""
+
+from functools import lru_cache
+
+from pydantic_settings import SettingsConfigDict
+
+from twoline_shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TWOLINE_AUDIT_", extra="ignore")
+
+    port: int = 8005
+    database_url: str = "sqlite:///.twoline/audit.db"
+    nats_user: str = "audit"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

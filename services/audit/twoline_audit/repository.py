@@ -1,0 +1,110 @@
+"""All audit-log queries. The log is only appended to; nothing here updates or deletes."""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from twoline_audit.models import AuditEntry
+
+# Stands in for stored data that no longer parses as JSON: it matches no hash (and is shown as
+# null), so a damaged row is reported by `verify` instead of failing the request.
+UNREADABLE = object()
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry as stored, read without trusting that its data still parses."""
+
+    index: int
+    event_id: str
+    type: str
+    source: str
+    time: str
+    data: Any
+    prev_hash: str
+    entry_hash: str
+
+
+def last_entry(session: Session) -> AuditEntry | None:
+    return session.exec(
+        select(AuditEntry).order_by(AuditEntry.index.desc()).limit(1)  # type: ignore[attr-defined]
+    ).first()
+
+
+def add_entry(session: Session, *, entry: AuditEntry) -> AuditEntry:
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def _parse(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text is not None else UNREADABLE
+    except ValueError:
+        return UNREADABLE
+
+
+def _stored(row: Any) -> StoredEntry:
+    return StoredEntry(
+        index=row[0],
+        event_id=row[1],
+        type=row[2],
+        source=row[3],
+        time=row[4],
+        data=_parse(row[5]),
+        prev_hash=row[6],
+        entry_hash=row[7],
+    )
+
+
+_COLUMNS = (
+    AuditEntry.index,
+    AuditEntry.event_id,
+    AuditEntry.type,
+    AuditEntry.source,
+    AuditEntry.time,
+    # CAST, not the JSON type: a row whose data was damaged must not fail the whole read.
+    sa.cast(AuditEntry.data, sa.Text),
+    AuditEntry.prev_hash,
+    AuditEntry.entry_hash,
+)
+
+
+def read_entries(session: Session, *, start: int | None, limit: int) -> list[StoredEntry]:
+    """Entries with index >= start (all if None), in index order; data is parsed here."""
+    query = select(*_COLUMNS)
+    if start is not None:
+        query = query.where(AuditEntry.index >= start)
+    rows = session.exec(query.order_by(AuditEntry.index).limit(limit)).all()  # type: ignore[arg-type]
+    return [_stored(row) for row in rows]
+
+
+def read_page(session: Session, *, start: int, limit: int) -> tuple[list[StoredEntry], int]:
+    """A page from index `start` and the log's size, read in one statement (one snapshot)."""
+    size = select(func.count()).select_from(AuditEntry).correlate(None)
+    rows = session.exec(
+        select(*_COLUMNS, size.scalar_subquery())
+        .where(AuditEntry.index >= start)
+        .order_by(AuditEntry.index)  # type: ignore[arg-type]
+        .limit(limit)
+    ).all()
+    if rows:
+        return [_stored(row) for row in rows], rows[0][-1]
+    return [], session.exec(size).one()
+
+
+def iter_chain(session: Session, *, batch: int = 1000) -> Iterator[StoredEntry]:
+    """Every entry in index order, fetched in batches so a long log is not held in memory."""
+    # From the lowest stored index, whatever it is: a row moved below 0 must still be seen.
+    start: int | None = None
+    while True:
+        rows = read_entries(session, start=start, limit=batch)
+        yield from rows
+        if len(rows) < batch:
+            return
+        start = rows[-1].index + 1

@@ -1,0 +1,71 @@
+"""Consent routes (zone A): NGO staff of one org read; their caseworkers record and withdraw."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from twoline_consent import service
+from twoline_consent.models import (
+    ConsentCreate,
+    ConsentPublic,
+    ConsentReceipt,
+    ConsentsPublic,
+    ConsentWithdraw,
+)
+from twoline_shared.auth import NgoCaseworker, NgoStaff
+from twoline_shared.db import SessionDep
+
+router = APIRouter(prefix="/consents", tags=["consents"])
+
+
+@router.post("", status_code=201, response_model=ConsentPublic)
+def grant_consent(body: ConsentCreate, session: SessionDep, principal: NgoCaseworker):
+    """Record a client's consent to disclose to one recipient agency."""
+    consent = service.grant_consent(session, principal=principal, data=body)
+    return service.to_public(consent)
+
+
+@router.get("", response_model=ConsentsPublic)
+def list_consents(
+    session: SessionDep,
+    principal: NgoStaff,
+    client_ref: Annotated[str, Query(min_length=1, max_length=64)],
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+):
+    """List the consents of one client of your organisation, newest first."""
+    rows, count = service.list_consents(
+        session, principal=principal, client_ref=client_ref, offset=offset, limit=limit
+    )
+    return ConsentsPublic(data=[service.to_public(r) for r in rows], count=count)
+
+
+@router.get("/{consent_id}", response_model=ConsentPublic)
+def read_consent(consent_id: uuid.UUID, session: SessionDep, principal: NgoStaff):
+    """Read one consent of your organisation, with its current status."""
+    consent = service.read_consent(session, principal=principal, consent_id=consent_id)
+    return service.to_public(consent)
+
+
+@router.post("/{consent_id}/withdraw", response_model=ConsentPublic)
+def withdraw_consent(
+    consent_id: uuid.UUID,
+    session: SessionDep,
+    principal: NgoCaseworker,
+    body: Annotated[ConsentWithdraw | None, Body()] = None,
+):
+    """Withdraw an active consent at the client's request; it stays on record as inactive."""
+    consent = service.withdraw_consent(
+        session,
+        principal=principal,
+        consent_id=consent_id,
+        reason=body.reason if body is not None else None,
+    )
+    return service.to_public(consent)
+
+
+@router.get("/{consent_id}/receipt", response_model=ConsentReceipt)
+def consent_receipt(consent_id: uuid.UUID, session: SessionDep, principal: NgoStaff):
+    """The consent receipt (Kantara style) to hand to the client."""
+    return service.consent_receipt(session, principal=principal, consent_id=consent_id)

@@ -1,0 +1,69 @@
+"""Referral routes (the bridge's NGO-facing API): NGO caseworkers of one org only."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from twoline_referral import service
+from twoline_referral.config import Settings
+from twoline_referral.models import ReferralCreate, ReferralPublic, ReferralsPublic
+from twoline_shared.auth import NgoCaseworker
+from twoline_shared.db import SessionDep
+
+router = APIRouter(prefix="/referrals", tags=["referrals"])
+
+
+def get_service_settings(request: Request) -> Settings:
+    return request.app.state.runtime.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_service_settings)]
+# Visible ASCII only; it is compared, stored per org, and never logged.
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[!-~]+$")
+]
+
+
+@router.post("", status_code=201, response_model=ReferralPublic)
+def create_referral(
+    body: ReferralCreate,
+    response: Response,
+    session: SessionDep,
+    principal: NgoCaseworker,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+):
+    """Refer a client to the second line for one or both tracks, under the client's consent."""
+    referral, created = service.create_referral(
+        session,
+        principal=principal,
+        body=body,
+        idempotency_key=idempotency_key,
+        default_office=settings.routing_default_office,
+    )
+    if not created:
+        response.status_code = 200
+    return ReferralPublic.model_validate(referral)
+
+
+@router.get("", response_model=ReferralsPublic)
+def list_referrals(
+    session: SessionDep,
+    principal: NgoCaseworker,
+    client_ref: Annotated[str, Query(min_length=1, max_length=64)],
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+):
+    """List your organisation's referrals of one client, newest first."""
+    rows, count = service.list_referrals(
+        session, principal=principal, client_ref=client_ref, offset=offset, limit=limit
+    )
+    return ReferralsPublic(data=[ReferralPublic.model_validate(r) for r in rows], count=count)
+
+
+@router.get("/{referral_id}", response_model=ReferralPublic)
+def read_referral(referral_id: uuid.UUID, session: SessionDep, principal: NgoCaseworker):
+    """Read one referral of your organisation and the status of its tracks."""
+    referral = service.read_referral(session, principal=principal, referral_id=referral_id)
+    return ReferralPublic.model_validate(referral)
