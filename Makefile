@@ -2,6 +2,8 @@
 # On a fresh machine with only python3 (3.11) they bootstrap uv into .tools/ and sync the workspace.
 
 SHELL := /bin/bash
+# Trust the platform's certificate store, as pip does (works behind TLS-inspecting proxies too).
+export UV_SYSTEM_CERTS ?= true
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
 .PHONY: bootstrap run test pytest lint format demo clean
