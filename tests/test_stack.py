@@ -68,6 +68,7 @@ def test_run_starts_every_service_accepts_its_tokens_and_stops_cleanly(tmp_path)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own foreground-like group, as in a terminal
     )
     try:
         banner = []
@@ -107,10 +108,11 @@ def test_run_starts_every_service_accepts_its_tokens_and_stops_cleanly(tmp_path)
         descendants = children_of(stack.pid)
         assert len(descendants) >= 7  # nats-server, issuer, five services
     finally:
-        stack.send_signal(signal.SIGINT)
+        # Ctrl-C in a terminal signals the whole foreground process group.
+        os.killpg(stack.pid, signal.SIGINT)
         stack.wait(timeout=30)
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in descendants) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in descendants if alive(pid)], "orphaned processes left behind"
-    assert stack.returncode == 0
+    assert stack.returncode == 0, stack.stdout.read()

