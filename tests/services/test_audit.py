@@ -8,11 +8,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 from tests.conftest import (
     AUDITOR,
@@ -349,27 +347,6 @@ def test_hash_depends_on_content_and_predecessor_not_on_key_order():
     assert one != domain.entry_hash(
         prev_hash=domain.GENESIS, data={"a": 1, "b": [1, 2]}, **{**base, "index": 1}
     )
-
-
-# ---------------------------------------------------------------- schema
-
-
-def test_migration_matches_the_models(log):
-    with log.app.state.runtime.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        diffs = compare_metadata(context, SQLModel.metadata)
-
-    def table_of(diff: Any) -> str:
-        op = diff[0] if isinstance(diff, list) else diff  # modify_* ops come grouped per column
-        kind = op[0]
-        if kind in ("add_table", "remove_table"):
-            return op[1].name
-        if kind.endswith("_column") or kind.startswith("modify_"):
-            return op[2]
-        return op[1].table.name  # indexes, constraints
-
-    assert [d for d in diffs if table_of(d) == "audit_entry"] == []
-    assert "audit_entry" in SQLModel.metadata.tables
 
 
 # ---------------------------------------------------------------- through the real NATS server

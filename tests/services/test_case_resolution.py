@@ -13,13 +13,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 from sqlalchemy import func
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 from tests.conftest import (
     AUDITOR,
@@ -573,27 +571,6 @@ def test_task_transitions_follow_fhir_and_terminal_states_are_final():
     for needs_reason in (S.REJECTED, S.CANCELLED):
         with pytest.raises(Invalid):
             domain.check_transition(current=S.REQUESTED, target=needs_reason)
-
-
-# ---------------------------------------------------------------- schema
-
-
-def test_migration_matches_the_models(cases):
-    with cases.app.state.runtime.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        diffs = compare_metadata(context, SQLModel.metadata)
-
-    def table_of(diff: Any) -> str:
-        op = diff[0] if isinstance(diff, list) else diff  # modify_* ops come grouped per column
-        kind = op[0]
-        if kind in ("add_table", "remove_table"):
-            return op[1].name
-        if kind.endswith("_column") or kind.startswith("modify_"):
-            return op[2]
-        return op[1].table.name  # indexes, constraints
-
-    assert [d for d in diffs if table_of(d) == "cases"] == []
-    assert "cases" in SQLModel.metadata.tables
 
 
 # ---------------------------------------------------------------- through the real NATS server
