@@ -1,0 +1,200 @@
+"""Intake service: client records under a pseudonym, org scoping (F7), the wall against zone B
+and auditors (F1), validation without echo, and id-only events and audit records (F8)."""
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from tests.conftest import (
+    AUDITOR,
+    FEDASIL_BRUSSELS,
+    ICAM_BRUSSELS,
+    NGO_GHENT,
+    assert_problem,
+    running,
+)
+from twoline_intake.app import create_app
+from twoline_intake.config import Settings
+from twoline_intake.models import Client
+from twoline_shared.outbox import OutboxMessage
+
+NGO_ANTWERP = {"role": "ngo_caseworker", "org": "ngo-antwerp"}
+CANARY = "CANARY-7f3a"
+FULL_RECORD = {
+    "display_name": f"{CANARY} name",
+    "birth_year": 1991,
+    "nationality": "GN",
+    "languages": ["fr", "ff"],
+    "municipality": f"{CANARY} town",
+    "phone": f"{CANARY} phone",
+    "household": [{"relation": "child", "birth_year": 2016}],
+    "migration_history": {"note": f"{CANARY} history", "order_to_leave": "2024-05-02"},
+    "needs": ["shelter", "medical"],
+    "health": {"note": f"{CANARY} health"},
+    "vulnerabilities": ["medical"],
+    "intentions": {"plans": f"{CANARY} plans"},
+    "case_notes": f"{CANARY} notes",
+}
+
+
+@pytest.fixture
+def intake(service_settings) -> Iterator[TestClient]:
+    with running(create_app(service_settings(Settings, "intake"))) as client:
+        yield client
+
+
+def count_clients(client: TestClient) -> int:
+    with Session(client.app.state.runtime.engine) as session:
+        return session.exec(select(func.count()).select_from(Client)).one()
+
+
+def outbox(client: TestClient) -> list[OutboxMessage]:
+    with Session(client.app.state.runtime.engine) as session:
+        return list(session.exec(select(OutboxMessage).order_by(OutboxMessage.seq)).all())
+
+
+def test_caseworker_registers_a_full_record_and_reads_it_back(intake, issuer):
+    ngo = issuer.headers(**NGO_GHENT)
+    created = intake.post("/v1/clients", json=FULL_RECORD, headers=ngo)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["client_ref"].startswith("C-") and body["org"] == "ngo-ghent"
+    assert {k: body[k] for k in FULL_RECORD} == FULL_RECORD
+    read = intake.get(f"/v1/clients/{body['client_ref']}", headers=ngo)
+    assert read.status_code == 200 and read.json() == body
+
+
+def test_only_display_name_is_required(intake, issuer):
+    created = intake.post(
+        "/v1/clients", json={"display_name": "X"}, headers=issuer.headers(**NGO_GHENT)
+    )
+    assert created.status_code == 201
+    assert created.json()["languages"] == [] and created.json()["birth_year"] is None
+
+
+def test_each_client_gets_its_own_pseudonym(intake, issuer):
+    ngo = issuer.headers(**NGO_GHENT)
+    refs = {
+        intake.post("/v1/clients", json={"display_name": "X"}, headers=ngo).json()["client_ref"]
+        for _ in range(5)
+    }
+    assert len(refs) == 5
+
+
+def test_list_is_own_org_only_newest_first_and_paginated(intake, issuer):
+    ghent, antwerp = issuer.headers(**NGO_GHENT), issuer.headers(**NGO_ANTWERP)
+    ghent_refs = [
+        intake.post("/v1/clients", json={"display_name": f"G{i}"}, headers=ghent).json()[
+            "client_ref"
+        ]
+        for i in range(3)
+    ]
+    intake.post("/v1/clients", json={"display_name": "A"}, headers=antwerp)
+    page = intake.get("/v1/clients?limit=2", headers=ghent).json()
+    assert page["count"] == 3
+    assert [c["client_ref"] for c in page["data"]] == ghent_refs[::-1][:2]
+    rest = intake.get("/v1/clients?limit=2&offset=2", headers=ghent).json()
+    assert [c["client_ref"] for c in rest["data"]] == [ghent_refs[0]]
+    assert intake.get("/v1/clients", headers=antwerp).json()["count"] == 1
+
+
+def test_another_orgs_client_is_indistinguishable_from_an_unknown_one(intake, issuer):
+    ref = intake.post(
+        "/v1/clients", json={"display_name": "X"}, headers=issuer.headers(**NGO_GHENT)
+    ).json()["client_ref"]
+    other = assert_problem(
+        intake.get(f"/v1/clients/{ref}", headers=issuer.headers(**NGO_ANTWERP)), 404, "not-found"
+    )
+    unknown = assert_problem(
+        intake.get("/v1/clients/C-000000000000", headers=issuer.headers(**NGO_ANTWERP)),
+        404,
+        "not-found",
+    )
+    assert other["title"] == unknown["title"]
+
+
+@pytest.mark.parametrize("caller", [ICAM_BRUSSELS, FEDASIL_BRUSSELS, AUDITOR, {"role": "service"}])
+def test_second_line_auditor_and_service_tokens_get_403_on_every_route(intake, issuer, caller):
+    ref = intake.post(
+        "/v1/clients", json={"display_name": "X"}, headers=issuer.headers(**NGO_GHENT)
+    ).json()["client_ref"]
+    headers = issuer.headers(**caller)
+    assert_problem(intake.get("/v1/clients", headers=headers), 403, "forbidden")
+    assert_problem(intake.get(f"/v1/clients/{ref}", headers=headers), 403, "forbidden")
+    assert_problem(
+        intake.post("/v1/clients", json={"display_name": "Y"}, headers=headers), 403, "forbidden"
+    )
+    assert count_clients(intake) == 1
+
+
+def test_without_a_token_every_route_is_401(intake):
+    assert_problem(intake.get("/v1/clients"), 401)
+    assert_problem(intake.get("/v1/clients/C-1"), 401)
+    assert_problem(intake.post("/v1/clients", json={"display_name": "Y"}), 401)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"display_name": ""},
+        {"display_name": "X", "nationality": "gn"},
+        {"display_name": "X", "nationality": "GIN"},
+        {"display_name": "X", "languages": ["french"]},
+        {"display_name": "X", "languages": "fr"},
+        {"display_name": "X", "birth_year": "nineteen"},
+        {"display_name": "X", "household": [{"birth_year": 2010}]},
+        {"display_name": "X", "needs": "shelter"},
+        [],
+    ],
+)
+def test_invalid_records_are_422_and_nothing_is_stored(intake, issuer, body):
+    response = intake.post("/v1/clients", json=body, headers=issuer.headers(**NGO_GHENT))
+    assert_problem(response, 422, "validation")
+    assert count_clients(intake) == 0 and outbox(intake) == []
+
+
+def test_malformed_json_is_422_and_rejected_values_are_not_echoed(intake, issuer):
+    headers = {**issuer.headers(**NGO_GHENT), "content-type": "application/json"}
+    assert_problem(intake.post("/v1/clients", content=b'{"display_name": ', headers=headers), 422)
+    echoed = intake.post(
+        "/v1/clients", json={"display_name": "X", "nationality": CANARY}, headers=headers
+    )
+    assert_problem(echoed, 422)
+    assert CANARY not in echoed.text
+
+
+def test_events_and_audit_records_carry_ids_and_categories_never_personal_data(intake, issuer):
+    ngo = issuer.headers(sub="cw-1", **NGO_GHENT)
+    ref = intake.post("/v1/clients", json=FULL_RECORD, headers=ngo).json()["client_ref"]
+    intake.get(f"/v1/clients/{ref}", headers=ngo)
+    rows = outbox(intake)
+    assert [r.subject for r in rows] == [
+        "firstline.intake.client.registered",
+        "audit.intake.client.create",
+        "audit.intake.client.read",
+    ]
+    for row in rows:
+        assert CANARY.encode() not in row.payload
+        assert "GN" not in json.loads(row.payload)["data"].values()
+    registered = json.loads(rows[0].payload)["data"]
+    assert registered == {"client_ref": ref, "org": "ngo-ghent"}
+    created = json.loads(rows[1].payload)["data"]
+    assert created["actor"] == "cw-1" and created["resource_id"] == ref
+    assert created["categories"] == sorted(
+        [
+            "identity",
+            "contact",
+            "household",
+            "migration_history",
+            "needs",
+            "health",
+            "vulnerabilities",
+            "intentions",
+            "case_notes",
+        ]
+    )
