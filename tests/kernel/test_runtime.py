@@ -67,3 +67,57 @@ def test_readyz_is_ok_and_committed_events_reach_the_broker(service_settings, na
             "firstline.intake.client.registered",
             "audit.intake.client.create",
         }
+
+
+@pytest.mark.nats
+def test_service_reconnects_after_a_broker_restart_and_publishes_what_queued_meanwhile(
+    service_settings, nats_server, issuer
+):
+    """The outbox is the record: events committed while the broker is down go out after it."""
+    from sqlmodel import Session, select
+
+    settings = service_settings(Settings, "intake")
+    ngo = issuer.headers(**NGO_GHENT)
+
+    def wait(predicate, what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.1)
+
+    with running(create_app(settings)) as client:
+        engine = client.app.state.runtime.engine
+
+        def unsent() -> int:
+            with Session(engine) as session:
+                return len(
+                    session.exec(select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))).all()
+                )
+
+        wait(lambda: client.get("/readyz").status_code == 200, "ready")
+        nats_server.stop()
+        wait(lambda: client.get("/readyz").status_code == 503, "not ready while NATS is down")
+        # The API keeps working: the state change and its events commit to the database.
+        assert (
+            client.post("/v1/clients", json={"display_name": "X"}, headers=ngo).status_code == 201
+        )
+        time.sleep(1.0)
+        assert unsent() == 2
+
+        nats_server.start()  # same port, same JetStream store
+        wait(lambda: client.get("/readyz").status_code == 200, "reconnected")
+        wait(lambda: unsent() == 0, "the queued events to be published")
+
+    import asyncio
+
+    from twoline.natsserver import credential
+    from twoline_shared.broker import connect
+
+    async def stream_count() -> int:
+        nc = await connect(nats_server.url, credential("fl-admin", nats_server.passwords), name="a")
+        try:
+            return (await nc.jetstream().stream_info("FIRSTLINE")).state.messages
+        finally:
+            await nc.close()
+
+    assert asyncio.run(stream_count()) == 1  # the one client.registered event, once
