@@ -92,6 +92,7 @@ class InboxConsumer:
     after_commit: Callable[[Session], None] | None = None
     fetch_timeout: float = 1.0
     applied: int = field(default=0, init=False)
+    stopping: bool = field(default=False, init=False)
 
     @property
     def name(self) -> str:
@@ -194,7 +195,9 @@ class InboxConsumer:
         subscription = await self.js.pull_subscribe_bind(
             durable=self.binding.durable, stream=self.binding.stream
         )
-        while True:
+        # A flag, not only cancellation: on Python 3.11 a cancel that lands as fetch's own
+        # timeout fires comes back as TimeoutError, which this loop treats as "nothing yet".
+        while not self.stopping:
             try:
                 messages = await subscription.fetch(self.binding.batch, timeout=self.fetch_timeout)
             except TimeoutError:

@@ -84,7 +84,12 @@ class OutboxRelay:
         self.publish_timeout = publish_timeout
         self.relay_id = uuid.uuid4().hex
         self._wake = asyncio.Event()
+        self.stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake()
 
     def wake(self) -> None:
         """Ask the relay to look now (thread-safe; called after a commit that queued events)."""
@@ -190,7 +195,9 @@ class OutboxRelay:
     async def run(self) -> None:
         """Loop until cancelled: drain, then wait for a wake-up or the poll interval."""
         self._loop = asyncio.get_running_loop()
-        while True:
+        # A flag as well as cancellation: Python 3.11's wait_for can turn a cancel into the
+        # TimeoutError this loop expects from an idle poll.
+        while not self.stopping:
             self._wake.clear()
             try:
                 published = await self.drain_once()

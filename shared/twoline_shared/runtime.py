@@ -115,7 +115,7 @@ class ServiceRuntime:
 
     async def _supervise(self, consumer: InboxConsumer) -> None:
         """Restart a consumer loop that fails (e.g. its durable is not provisioned yet)."""
-        while True:
+        while not consumer.stopping:
             try:
                 await consumer.run()
             except asyncio.CancelledError:
@@ -127,11 +127,16 @@ class ServiceRuntime:
                 await asyncio.sleep(2.0)
 
     async def stop(self) -> None:
+        self.relay.stop()
+        for consumer in self.consumers:
+            consumer.stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded: shutdown must not hang on a loop that swallowed its cancellation.
+            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in pending:
+                log.warning("task %s did not stop in time", task.get_name())
         self._tasks.clear()
         # close, not drain: nats-py's drain can wait its whole timeout on a pull subscription's
         # leftover messages. Nothing is lost — relay and consumers are already stopped, unacked

@@ -255,3 +255,13 @@ def test_wildcard_handler_keys_match_types_below_them_and_exact_keys_win():
     assert binding.handler_for("audit.x.y") is c
     assert binding.handler_for("auditx.y") is None
     assert binding.handler_for("firstline.intake.client.registered") is None
+
+
+async def test_consumer_loop_ends_on_stop_without_being_cancelled(engine, consent_nc):
+    consumer = make_consumer(engine, consent_nc)
+    consumer.fetch_timeout = 0.2
+    task = asyncio.create_task(consumer.run())
+    await asyncio.sleep(0.5)  # idle fetches time out and the loop goes round
+    consumer.stopping = True
+    await asyncio.wait_for(task, timeout=5)  # returns by itself: no cancel needed
+    assert task.done() and not task.cancelled()

@@ -183,3 +183,12 @@ async def test_relay_loop_publishes_promptly_when_woken(engine, intake_js, admin
         assert await stream_ids(admin_js) == [event_id]  # well before the 30 s poll
     finally:
         task.cancel()
+
+
+async def test_relay_loop_ends_on_stop_without_being_cancelled(engine, intake_js):
+    relay = OutboxRelay(engine, lambda subject: intake_js, poll_seconds=30)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.2)
+    relay.stop()
+    await asyncio.wait_for(task, timeout=5)
+    assert task.done() and not task.cancelled()
