@@ -185,6 +185,19 @@ def running(app: Any) -> Iterator[TestClient]:
         yield client
 
 
+def eventually(probe: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """Poll `probe` until it returns something truthy, and return that (events are async)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def assert_problem(response: Any, status: int, slug: str | None = None) -> dict[str, Any]:
     """The response is RFC 9457 problem+json with `status` (and the stable type `slug`)."""
     assert response.status_code == status, response.text

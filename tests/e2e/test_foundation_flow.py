@@ -7,13 +7,11 @@ an event through the outbox, the broker and an inbox.
 import asyncio
 import contextlib
 import json
-import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import AUDITOR, FEDASIL_BRUSSELS, ICAM_BRUSSELS, NGO_GHENT, running
+from tests.conftest import AUDITOR, FEDASIL_BRUSSELS, ICAM_BRUSSELS, NGO_GHENT, eventually, running
 from twoline.natsserver import credential
 from twoline_audit.app import create_app as audit_app
 from twoline_audit.config import Settings as AuditSettings
@@ -28,17 +26,6 @@ from twoline_referral.config import Settings as ReferralSettings
 from twoline_shared.broker import connect
 
 pytestmark = pytest.mark.nats
-
-
-def eventually(probe: Callable[[], object], what: str, timeout: float = 20.0):
-    """Poll `probe` until it returns something truthy (events are asynchronous)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 async def stream_payloads(nats_server, stream: str, admin: str) -> list[bytes]:

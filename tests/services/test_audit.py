@@ -2,7 +2,6 @@
 auditors — and only auditors — can read and verify, and that shows a changed or removed entry."""
 
 import contextlib
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +17,7 @@ from tests.conftest import (
     ICAM_BRUSSELS,
     NGO_GHENT,
     assert_problem,
+    eventually,
     running,
 )
 from twoline_audit import domain
@@ -352,21 +352,13 @@ def test_hash_depends_on_content_and_predecessor_not_on_key_order():
 # ---------------------------------------------------------------- through the real NATS server
 
 
-def _until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return result
-
-
 @pytest.mark.nats
 def test_intake_audit_record_reaches_the_verified_log(service_settings, nats_server, issuer):
     intake_app = create_intake_app(service_settings(IntakeSettings, "intake"))
     audit_app = create_app(service_settings(Settings, "audit"))
     with running(intake_app) as intake, running(audit_app) as audit:
         for client in (intake, audit):
-            _until(lambda c=client: c.get("/readyz").status_code == 200, "the NATS links")
+            eventually(lambda c=client: c.get("/readyz").status_code == 200, "the NATS links")
 
         response = intake.post(
             "/v1/clients",
@@ -380,7 +372,7 @@ def test_intake_audit_record_reaches_the_verified_log(service_settings, nats_ser
             data = entries(audit, issuer)["data"]
             return [e for e in data if e["type"] == "audit.intake.client.create"]
 
-        [entry] = _until(logged, "the AUDIT/audit consumer to append intake's record")
+        [entry] = eventually(logged, "the AUDIT/audit consumer to append intake's record")
         assert entry["source"] == "twoline/intake"
         assert entry["data"]["resource_id"] == client_ref
         assert entry["data"]["org"] == "ngo-ghent"
@@ -401,7 +393,7 @@ def test_intake_audit_record_reaches_the_verified_log(service_settings, nats_ser
                 ).all()
             return bool(rows) and all(r.sent_at is not None for r in rows)
 
-        _until(intake_audit_sent, "intake's relay to mark its audit record sent")
+        eventually(intake_audit_sent, "intake's relay to mark its audit record sent")
         # The audit service itself publishes nothing.
         with Session(audit.app.state.runtime.engine) as session:
             assert session.exec(select(OutboxMessage)).all() == []

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -25,6 +24,7 @@ from tests.conftest import (
     ICAM_BRUSSELS,
     NGO_GHENT,
     assert_problem,
+    eventually,
     running,
 )
 from twoline.natsserver import credential
@@ -597,35 +597,27 @@ async def _last(url: str, passwords: dict[str, str], subject: str) -> Any:
         await nc.close()
 
 
-def _until(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return result
-
-
 @pytest.mark.nats
 def test_routed_track_reaches_the_queue_and_acceptance_reaches_the_stream(
     service_settings, nats_server, issuer
 ):
     url, passwords = nats_server.url, nats_server.passwords
     with running(create_app(service_settings(Settings, "case-resolution"))) as client:
-        _until(lambda: client.get("/readyz").status_code == 200, "the NATS link")
+        eventually(lambda: client.get("/readyz").status_code == 200, "the NATS link")
         event = routed(track="return", urgency="urgent")
         asyncio.run(_publish(url, passwords, [event]))
 
         def in_queue() -> list[dict[str, Any]]:
             return queue(client, issuer, FEDASIL_BRUSSELS)
 
-        [item] = _until(in_queue, "the SECONDLINE/case-resolution consumer to open the case")
+        [item] = eventually(in_queue, "the SECONDLINE/case-resolution consumer to open the case")
         assert (item["track"], item["urgency"]) == ("return", "urgent")
         assert queue(client, issuer, ICAM_BRUSSELS) == []
 
         response = accept(client, issuer, item["case_id"], "return", FEDASIL_BRUSSELS)
         assert response.status_code == 200, response.text
 
-        message = _until(
+        message = eventually(
             lambda: asyncio.run(_last(url, passwords, ACCEPTED)),
             "the relay to publish track.accepted",
         )
@@ -646,4 +638,4 @@ def test_routed_track_reaches_the_queue_and_acceptance_reaches_the_stream(
                 ).one()
                 return len(rows) >= 4 and unsent == 0
 
-        _until(all_sent, "every outbox row (event and audit records) to be published")
+        eventually(all_sent, "every outbox row (event and audit records) to be published")

@@ -5,7 +5,6 @@ and the flow from intake through the real NATS server."""
 import asyncio
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from tests.conftest import (
     ICAM_BRUSSELS,
     NGO_GHENT,
     assert_problem,
+    eventually,
     running,
 )
 from twoline.natsserver import credential
@@ -880,13 +880,6 @@ def test_only_health_is_special_category_data():
 # ---------------------------------------------------------------- through the real NATS server
 
 
-def _until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 async def _last_on_stream(url: str, passwords: dict[str, str], subject: str) -> Any:
     """The newest FIRSTLINE message on `subject`, read with the account's admin user."""
     nc = await connect(url, credential("fl-admin", passwords), name="test:fl-admin")
@@ -905,7 +898,7 @@ def test_client_registered_in_intake_can_be_granted_consent_and_the_grant_reache
         running(create_intake_app(service_settings(IntakeSettings, "intake"))) as intake,
         running(create_app(service_settings(Settings, "consent"))) as consent_api,
     ):
-        _until(lambda: consent_api.get("/readyz").status_code == 200, "consent's NATS link")
+        eventually(lambda: consent_api.get("/readyz").status_code == 200, "consent's NATS link")
         registered = intake.post(
             "/v1/clients", json={"display_name": CANARY, "languages": ["ps"]}, headers=ghent
         )
@@ -917,7 +910,7 @@ def test_client_registered_in_intake_can_be_granted_consent_and_the_grant_reache
             with Session(engine) as session:
                 return session.get(KnownClient, client_ref) is not None
 
-        _until(known, "the FIRSTLINE/consent consumer to learn the client")
+        eventually(known, "the FIRSTLINE/consent consumer to learn the client")
         with Session(engine) as session:
             assert session.get(KnownClient, client_ref).org == "ngo-ghent"
 
@@ -928,7 +921,7 @@ def test_client_registered_in_intake_can_be_granted_consent_and_the_grant_reache
                 rows = session.exec(select(OutboxMessage)).all()
                 return bool(rows) and all(r.sent_at is not None for r in rows)
 
-        _until(granted_sent, "the relay to publish the grant and its audit record")
+        eventually(granted_sent, "the relay to publish the grant and its audit record")
 
     message = asyncio.run(_last_on_stream(nats_server.url, nats_server.passwords, GRANTED))
     event = decode(message.data)

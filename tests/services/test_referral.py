@@ -17,7 +17,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func
 from sqlmodel import Session, SQLModel, select
 
-from tests.conftest import NGO_GHENT, assert_problem, running
+from tests.conftest import NGO_GHENT, assert_problem, eventually, running
 from twoline.natsserver import credential
 from twoline_referral import domain, service
 from twoline_referral.app import create_app
@@ -832,13 +832,6 @@ async def _read(
         await nc.close()
 
 
-def _until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 @pytest.mark.nats
 def test_referral_flows_from_firstline_facts_to_the_secondline_stream_and_back(
     service_settings, nats_server, issuer
@@ -848,7 +841,7 @@ def test_referral_flows_from_firstline_facts_to_the_secondline_stream_and_back(
     )
     url, passwords = nats_server.url, nats_server.passwords
     with running(create_app(settings)) as client:
-        _until(lambda: client.get("/readyz").status_code == 200, "both NATS links")
+        eventually(lambda: client.get("/readyz").status_code == 200, "both NATS links")
         engine = client.app.state.runtime.engine
         client_ref = "C-" + uuid.uuid4().hex[:12].upper()
         grants = [consent_granted(client_ref, IO), consent_granted(client_ref, FEDASIL)]
@@ -861,7 +854,7 @@ def test_referral_flows_from_firstline_facts_to_the_secondline_stream_and_back(
                 ).all()
                 return session.get(KnownClient, client_ref) is not None and len(consents) == 2
 
-        _until(projected, "the FIRSTLINE/referral consumer to project the facts")
+        eventually(projected, "the FIRSTLINE/referral consumer to project the facts")
 
         response = post_referral(client, issuer, client_ref, note=CANARY)
         assert response.status_code == 201, response.text
@@ -886,12 +879,12 @@ def test_referral_flows_from_firstline_facts_to_the_secondline_stream_and_back(
                 rows = session.exec(select(OutboxMessage)).all()
                 return bool(rows) and all(r.sent_at is not None for r in rows)
 
-        _until(all_sent, "the relay to publish routed events and audit records")
+        eventually(all_sent, "the relay to publish routed events and audit records")
 
         # The second line accepts one track; the SECONDLINE/referral consumer brings it back.
         legal_stay = next(t for t in created["tracks"] if t["track"] == "legal_stay")
         asyncio.run(_publish(url, passwords, "sl-admin", [track_accepted(legal_stay)]))
-        _until(
+        eventually(
             lambda: (
                 _tracks(client, issuer, created["referral_id"])["legal_stay"]["status"]
                 == "accepted"
