@@ -63,3 +63,25 @@ class ConsentStatus(StrEnum):
 
     ACTIVE = "active"
     INACTIVE = "inactive"
+
+
+# ISO 639-1: the two-letter language codes.
+_ISO_639_1_CODES = """
+    aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy
+    da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu
+    hy hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb
+    lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om
+    or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw
+    ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu
+    """
+ISO_639_1 = frozenset(_ISO_639_1_CODES.split())
+
+
+def is_language(code: str) -> bool:
+    """An ISO 639-1 code, e.g. `fr`."""
+    return code in ISO_639_1
+
+
+def is_country(code: str) -> bool:
+    """The shape of an ISO 3166-1 alpha-2 code, e.g. `GN`."""
+    return len(code) == 2 and code.isascii() and code.isalpha() and code.isupper()

@@ -198,3 +198,157 @@ def test_events_and_audit_records_carry_ids_and_categories_never_personal_data(i
             "case_notes",
         ]
     )
+
+
+# ---------------------------------------------------------------- updates
+
+
+def register(intake, issuer, caller=NGO_GHENT, **fields) -> str:
+    body = {"display_name": "X", **fields}
+    response = intake.post("/v1/clients", json=body, headers=issuer.headers(**caller))
+    assert response.status_code == 201, response.text
+    return response.json()["client_ref"]
+
+
+def test_patch_changes_only_the_fields_sent(intake, issuer):
+    ngo = issuer.headers(**NGO_GHENT)
+    ref = register(intake, issuer, phone="+32 1", needs=["shelter"], birth_year=1990)
+    before = intake.get(f"/v1/clients/{ref}", headers=ngo).json()
+    patched = intake.patch(
+        f"/v1/clients/{ref}", json={"needs": ["shelter", "legal"], "phone": None}, headers=ngo
+    )
+    assert patched.status_code == 200, patched.text
+    after = patched.json()
+    assert after["needs"] == ["shelter", "legal"] and after["phone"] is None
+    assert after["birth_year"] == 1990 and after["display_name"] == "X"
+    assert after["updated_at"] > before["updated_at"]
+    assert intake.get(f"/v1/clients/{ref}", headers=ngo).json() == after
+
+
+def test_patch_announces_changed_categories_never_values(intake, issuer):
+    ref = register(intake, issuer)
+    intake.patch(
+        f"/v1/clients/{ref}",
+        json={"health": {"note": CANARY}, "phone": CANARY},
+        headers=issuer.headers(**NGO_GHENT),
+    )
+    updated = [r for r in outbox(intake) if r.subject == "firstline.intake.client.updated"]
+    assert len(updated) == 1
+    assert json.loads(updated[0].payload)["data"] == {
+        "client_ref": ref,
+        "org": "ngo-ghent",
+        "categories": ["contact", "health"],
+    }
+    assert all(CANARY.encode() not in r.payload for r in outbox(intake))
+
+
+def test_empty_patch_changes_nothing_and_emits_nothing(intake, issuer):
+    ref = register(intake, issuer)
+    before = len(outbox(intake))
+    response = intake.patch(f"/v1/clients/{ref}", json={}, headers=issuer.headers(**NGO_GHENT))
+    assert response.status_code == 200
+    assert len(outbox(intake)) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"display_name": None},
+        {"display_name": ""},
+        {"nationality": "guinea"},
+        {"languages": ["xx"]},
+        {"org": "ngo-antwerp"},  # the owner is not a field a caller may set
+        {"client_ref": "C-OTHER"},
+        {"birth_year": 1800},
+    ],
+)
+def test_invalid_patch_is_422_and_the_record_is_untouched(intake, issuer, body):
+    ngo = issuer.headers(**NGO_GHENT)
+    ref = register(intake, issuer, nationality="GN")
+    before = intake.get(f"/v1/clients/{ref}", headers=ngo).json()
+    assert_problem(intake.patch(f"/v1/clients/{ref}", json=body, headers=ngo), 422)
+    assert intake.get(f"/v1/clients/{ref}", headers=ngo).json() == before
+
+
+def test_another_org_cannot_patch_or_log_contacts(intake, issuer):
+    ref = register(intake, issuer)
+    antwerp = issuer.headers(**NGO_ANTWERP)
+    assert_problem(intake.patch(f"/v1/clients/{ref}", json={"phone": "1"}, headers=antwerp), 404)
+    contact = {"kind": "contact", "date": "2026-11-01"}
+    assert_problem(intake.post(f"/v1/clients/{ref}/contacts", json=contact, headers=antwerp), 404)
+    assert_problem(intake.get(f"/v1/clients/{ref}/contacts", headers=antwerp), 404)
+
+
+@pytest.mark.parametrize("caller", [ICAM_BRUSSELS, FEDASIL_BRUSSELS, AUDITOR])
+def test_zone_b_and_auditors_cannot_patch_or_touch_contacts(intake, issuer, caller):
+    ref = register(intake, issuer)
+    headers = issuer.headers(**caller)
+    assert_problem(intake.patch(f"/v1/clients/{ref}", json={"phone": "1"}, headers=headers), 403)
+    contact = {"kind": "contact", "date": "2026-11-01"}
+    assert_problem(intake.post(f"/v1/clients/{ref}/contacts", json=contact, headers=headers), 403)
+    assert_problem(intake.get(f"/v1/clients/{ref}/contacts", headers=headers), 403)
+
+
+# ---------------------------------------------------------------- outreach contacts
+
+
+def test_contacts_are_logged_and_listed_most_recent_first(intake, issuer):
+    ngo = issuer.headers(sub="cw-2", **NGO_GHENT)
+    ref = register(intake, issuer)
+    for kind, date in [
+        ("contact", "2026-10-01"),
+        ("inform", "2026-10-15"),
+        ("refer", "2026-11-02"),
+    ]:
+        response = intake.post(
+            f"/v1/clients/{ref}/contacts",
+            json={"kind": kind, "topics": ["legal_stay", "return"], "language": "fr", "date": date},
+            headers=ngo,
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["client_ref"] == ref and response.json()["logged_by"] == "cw-2"
+    listed = intake.get(f"/v1/clients/{ref}/contacts", headers=ngo).json()
+    assert listed["count"] == 3
+    assert [c["kind"] for c in listed["data"]] == ["refer", "inform", "contact"]
+    page = intake.get(f"/v1/clients/{ref}/contacts?limit=1&offset=1", headers=ngo).json()
+    assert [c["kind"] for c in page["data"]] == ["inform"]
+
+
+def test_contact_event_carries_the_kind_only(intake, issuer):
+    ref = register(intake, issuer)
+    intake.post(
+        f"/v1/clients/{ref}/contacts",
+        json={"kind": "inform", "topics": ["return"], "date": "2026-11-01"},
+        headers=issuer.headers(**NGO_GHENT),
+    )
+    logged = [r for r in outbox(intake) if r.subject == "firstline.intake.contact.logged"]
+    data = json.loads(logged[0].payload)["data"]
+    assert set(data) == {"client_ref", "org", "contact_id", "kind"} and data["kind"] == "inform"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "visit", "date": "2026-11-01"},
+        {"kind": "contact"},
+        {"kind": "contact", "date": "not-a-date"},
+        {"kind": "contact", "date": "2999-01-01"},
+        {"kind": "contact", "date": "2026-11-01", "language": "french"},
+        {"kind": "contact", "date": "2026-11-01", "topics": ["Legal Stay!"]},
+        {"kind": "contact", "date": "2026-11-01", "note": "free text"},
+    ],
+)
+def test_invalid_contact_is_422_and_nothing_is_stored(intake, issuer, body):
+    ngo = issuer.headers(**NGO_GHENT)
+    ref = register(intake, issuer)
+    assert_problem(intake.post(f"/v1/clients/{ref}/contacts", json=body, headers=ngo), 422)
+    assert intake.get(f"/v1/clients/{ref}/contacts", headers=ngo).json()["count"] == 0
+
+
+def test_contact_for_an_unknown_client_is_404(intake, issuer):
+    response = intake.post(
+        "/v1/clients/C-000000000000/contacts",
+        json={"kind": "contact", "date": "2026-11-01"},
+        headers=issuer.headers(**NGO_GHENT),
+    )
+    assert_problem(response, 404, "not-found")

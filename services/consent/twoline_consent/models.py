@@ -18,7 +18,7 @@ from sqlalchemy import JSON
 from sqlmodel import Field, SQLModel
 
 from twoline_shared.auth import Agency
-from twoline_shared.codes import ConsentStatus, DataCategory, Purpose
+from twoline_shared.codes import ISO_639_1, ConsentStatus, DataCategory, Purpose
 from twoline_shared.db import UtcDateTime, utcnow
 
 
@@ -26,16 +26,6 @@ class CollectionMethod(StrEnum):
     VERBAL = "verbal"
     WRITTEN = "written"
 
-
-_ISO_639_1_CODES = """
-    aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy
-    da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu
-    hy hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb
-    lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om
-    or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw
-    ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu
-    """
-ISO_639_1 = frozenset(_ISO_639_1_CODES.split())
 
 VERSION_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]*")
 

@@ -25,3 +25,8 @@ def categories_present(fields: dict[str, object]) -> list[str]:
         FIELD_CATEGORY[name] for name, value in fields.items() if name in FIELD_CATEGORY and value
     }
     return sorted(c.value for c in present)
+
+
+def categories_of(fields: dict[str, object]) -> list[str]:
+    """The categories the named fields belong to, whatever their values (for updates)."""
+    return sorted({FIELD_CATEGORY[name].value for name in fields if name in FIELD_CATEGORY})

@@ -1,13 +1,16 @@
 """Intake tables and API schemas: client records under a pseudonym (`client_ref`), zone A only."""
 
+import datetime as dt
 import uuid
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Annotated, Any
 
-from pydantic import field_validator
-from sqlalchemy import JSON
+from pydantic import AfterValidator, ConfigDict, StringConstraints, field_validator, model_validator
+from sqlalchemy import JSON, String
 from sqlmodel import Field, SQLModel
 
+from twoline_shared.codes import is_country, is_language
 from twoline_shared.db import UtcDateTime, utcnow
 
 
@@ -32,25 +35,54 @@ class ClientBase(SQLModel):
     case_notes: str | None = Field(default=None, max_length=20_000)
 
 
+def _country(value: str | None) -> str | None:
+    if value is not None and not is_country(value):
+        raise ValueError("nationality must be an ISO 3166-1 alpha-2 code, e.g. 'GN'")
+    return value
+
+
+def _languages(value: list[str] | None) -> list[str] | None:
+    if value is not None and not all(is_language(code) for code in value):
+        raise ValueError("languages must be ISO 639-1 codes, e.g. 'fr'")
+    return value
+
+
+CountryCode = Annotated[str, AfterValidator(_country)]
+LanguageCodes = Annotated[list[str], AfterValidator(_languages)]
+
+
 class ClientCreate(ClientBase):
     """What an NGO caseworker registers; only `display_name` is required."""
 
+    nationality: CountryCode | None = None
+    languages: LanguageCodes = Field(default_factory=list)
     household: list[HouseholdMember] = Field(default_factory=list)  # type: ignore[assignment]
 
-    @field_validator("nationality")
-    @classmethod
-    def _iso_country(cls, value: str | None) -> str | None:
-        if value is not None and not (value.isascii() and value.isalpha() and value.isupper()):
-            raise ValueError("nationality must be an ISO 3166-1 alpha-2 code, e.g. 'GN'")
-        return value
 
-    @field_validator("languages")
-    @classmethod
-    def _iso_languages(cls, value: list[str]) -> list[str]:
-        for code in value:
-            if not (len(code) == 2 and code.isascii() and code.isalpha() and code.islower()):
-                raise ValueError("languages must be ISO 639-1 codes, e.g. 'fr'")
-        return value
+class ClientUpdate(SQLModel):
+    """A partial update: only the fields sent change; `null` clears an optional field."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+    birth_year: int | None = Field(default=None, ge=1900, le=2100)
+    nationality: CountryCode | None = None
+    languages: LanguageCodes | None = None
+    municipality: str | None = Field(default=None, max_length=100)
+    phone: str | None = Field(default=None, max_length=40)
+    household: list[HouseholdMember] | None = None
+    migration_history: dict[str, Any] | None = None
+    needs: list[str] | None = None
+    health: dict[str, Any] | None = None
+    vulnerabilities: list[str] | None = None
+    intentions: dict[str, Any] | None = None
+    case_notes: str | None = Field(default=None, max_length=20_000)
+
+    @model_validator(mode="after")
+    def _required_stay_set(self) -> "ClientUpdate":
+        if "display_name" in self.model_fields_set and self.display_name is None:
+            raise ValueError("display_name cannot be cleared")
+        return self
 
 
 def new_client_ref() -> str:
@@ -79,4 +111,67 @@ class ClientPublic(ClientBase):
 
 class ClientsPublic(SQLModel):
     data: list[ClientPublic]
+    count: int
+
+
+class ContactKind(StrEnum):
+    """The outreach model's three activities."""
+
+    CONTACT = "contact"
+    INFORM = "inform"
+    REFER = "refer"
+
+
+TopicCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+
+
+class ContactBase(SQLModel):
+    kind: ContactKind = Field(sa_type=String(16))  # a plain string: no Postgres enum type
+    topics: list[TopicCode] = Field(default_factory=list, sa_type=JSON, max_length=20)
+    language: str | None = Field(default=None, max_length=2)
+    date: dt.date
+
+
+class ContactCreate(ContactBase):
+    """One outreach contact: what kind, which topics (codes), in which language, when."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    language: str | None = None
+
+    @field_validator("language")
+    @classmethod
+    def _iso_language(cls, value: str | None) -> str | None:
+        if value is not None and not is_language(value):
+            raise ValueError("language must be an ISO 639-1 code, e.g. 'fr'")
+        return value
+
+    @field_validator("date")
+    @classmethod
+    def _not_in_future(cls, value: dt.date) -> dt.date:
+        if value > dt.date.today() + dt.timedelta(days=1):
+            raise ValueError("a contact cannot be logged in the future")
+        return value
+
+
+class Contact(ContactBase, table=True):
+    """An outreach contact log entry of one client (zone A)."""
+
+    __tablename__ = "contact"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    client_id: uuid.UUID = Field(foreign_key="client.id", index=True)
+    logged_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class ContactPublic(ContactBase):
+    id: uuid.UUID
+    client_ref: str
+    logged_by: str
+    created_at: datetime
+
+
+class ContactsPublic(SQLModel):
+    data: list[ContactPublic]
     count: int

@@ -3,7 +3,7 @@
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from twoline_intake.models import Client
+from twoline_intake.models import Client, Contact
 
 
 def get_client(session: Session, *, org: str, client_ref: str) -> Client | None:
@@ -27,3 +27,22 @@ def add_client(session: Session, *, client: Client) -> Client:
     session.add(client)
     session.flush()
     return client
+
+
+def add_contact(session: Session, *, contact: Contact) -> Contact:
+    session.add(contact)
+    session.flush()
+    return contact
+
+
+def list_contacts(
+    session: Session, *, client: Client, offset: int, limit: int
+) -> tuple[list[Contact], int]:
+    query = select(Contact).where(Contact.client_id == client.id)
+    count = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(
+        query.order_by(Contact.date.desc(), Contact.created_at.desc())  # type: ignore[attr-defined]
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return list(rows), count

@@ -5,7 +5,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from twoline_intake import service
-from twoline_intake.models import ClientCreate, ClientPublic, ClientsPublic
+from twoline_intake.models import (
+    ClientCreate,
+    ClientPublic,
+    ClientsPublic,
+    ClientUpdate,
+    ContactCreate,
+    ContactPublic,
+    ContactsPublic,
+)
 from twoline_shared.auth import NgoCaseworker, NgoStaff
 from twoline_shared.db import SessionDep
 
@@ -34,3 +42,40 @@ def list_clients(
 def read_client(client_ref: str, session: SessionDep, principal: NgoCaseworker):
     """Read one client record of your organisation."""
     return service.read_client(session, principal=principal, client_ref=client_ref)
+
+
+@router.patch("/{client_ref}", response_model=ClientPublic)
+def update_client(
+    client_ref: str, body: ClientUpdate, session: SessionDep, principal: NgoCaseworker
+):
+    """Change some fields of a client record; fields not sent stay as they are."""
+    return service.update_client(session, principal=principal, client_ref=client_ref, data=body)
+
+
+@router.post("/{client_ref}/contacts", status_code=201, response_model=ContactPublic)
+def log_contact(
+    client_ref: str, body: ContactCreate, session: SessionDep, principal: NgoCaseworker
+):
+    """Log an outreach contact with a client: `contact`, `inform` or `refer`."""
+    contact = service.log_contact(session, principal=principal, client_ref=client_ref, data=body)
+    return ContactPublic.model_validate(contact, update={"client_ref": client_ref})
+
+
+@router.get("/{client_ref}/contacts", response_model=ContactsPublic)
+def list_contacts(
+    client_ref: str,
+    session: SessionDep,
+    principal: NgoCaseworker,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+):
+    """A client's outreach contacts, most recent first."""
+    client, rows, count = service.list_contacts(
+        session, principal=principal, client_ref=client_ref, offset=offset, limit=limit
+    )
+    return ContactsPublic(
+        data=[
+            ContactPublic.model_validate(r, update={"client_ref": client.client_ref}) for r in rows
+        ],
+        count=count,
+    )

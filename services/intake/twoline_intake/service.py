@@ -3,10 +3,11 @@
 from sqlmodel import Session
 
 from twoline_intake import repository
-from twoline_intake.domain import categories_present
-from twoline_intake.models import Client, ClientCreate
+from twoline_intake.domain import categories_of, categories_present
+from twoline_intake.models import Client, ClientCreate, ClientUpdate, Contact, ContactCreate
 from twoline_shared.audit import record_audit
 from twoline_shared.auth import Principal
+from twoline_shared.db import utcnow
 from twoline_shared.errors import NotFound
 from twoline_shared.events import new_event
 from twoline_shared.outbox import add_event
@@ -42,11 +43,16 @@ def register_client(session: Session, *, principal: Principal, data: ClientCreat
     return client
 
 
-def read_client(session: Session, *, principal: Principal, client_ref: str) -> Client:
+def _own_client(session: Session, *, principal: Principal, client_ref: str) -> Client:
     """A client of the caller's org; another org's client is indistinguishable from none (F7)."""
     client = repository.get_client(session, org=principal.org or "", client_ref=client_ref)
     if client is None:
         raise NotFound(f"No client {client_ref!r} in your organisation.")
+    return client
+
+
+def read_client(session: Session, *, principal: Principal, client_ref: str) -> Client:
+    client = _own_client(session, principal=principal, client_ref=client_ref)
     record_audit(
         session,
         service="intake",
@@ -56,6 +62,86 @@ def read_client(session: Session, *, principal: Principal, client_ref: str) -> C
         resource_id=client.client_ref,
     )
     return client
+
+
+def update_client(
+    session: Session, *, principal: Principal, client_ref: str, data: ClientUpdate
+) -> Client:
+    """Change only the fields sent; announce which categories changed, never the values."""
+    client = _own_client(session, principal=principal, client_ref=client_ref)
+    changes = data.model_dump(exclude_unset=True)
+    if not changes:
+        return client
+    for name, value in changes.items():
+        setattr(client, name, value)
+    client.updated_at = utcnow()
+    session.add(client)
+    categories = categories_of(changes)
+    add_event(
+        session,
+        new_event(
+            source=SOURCE,
+            type="firstline.intake.client.updated",
+            subject=client.client_ref,
+            client_ref=client.client_ref,
+            org=client.org,
+            categories=categories,
+        ),
+    )
+    record_audit(
+        session,
+        service="intake",
+        action="update",
+        actor=principal,
+        resource_type="client",
+        resource_id=client.client_ref,
+        categories=categories,
+    )
+    return client
+
+
+def log_contact(
+    session: Session, *, principal: Principal, client_ref: str, data: ContactCreate
+) -> Contact:
+    """Record one outreach activity (contact, inform, refer) with a client of the caller's org."""
+    client = _own_client(session, principal=principal, client_ref=client_ref)
+    contact = repository.add_contact(
+        session,
+        contact=Contact.model_validate(
+            data.model_dump(), update={"client_id": client.id, "logged_by": principal.sub}
+        ),
+    )
+    add_event(
+        session,
+        new_event(
+            source=SOURCE,
+            type="firstline.intake.contact.logged",
+            subject=client.client_ref,
+            client_ref=client.client_ref,
+            org=client.org,
+            contact_id=str(contact.id),
+            kind=contact.kind,
+        ),
+    )
+    record_audit(
+        session,
+        service="intake",
+        action="create",
+        actor=principal,
+        resource_type="contact",
+        resource_id=str(contact.id),
+        client_ref=client.client_ref,
+        kind=contact.kind,
+    )
+    return contact
+
+
+def list_contacts(
+    session: Session, *, principal: Principal, client_ref: str, offset: int, limit: int
+) -> tuple[Client, list[Contact], int]:
+    client = _own_client(session, principal=principal, client_ref=client_ref)
+    rows, count = repository.list_contacts(session, client=client, offset=offset, limit=limit)
+    return client, rows, count
 
 
 def list_clients(
