@@ -60,6 +60,10 @@ def office_queue(
     ).all()
     if rows:
         return [case for case, _ in rows], rows[0][1]
+    if offset == 0:
+        # The statement's own snapshot saw no queued case: a second count could see a case the
+        # consumer committed since, and report a count the page does not show.
+        return [], 0
     # A page past the end carries no count of its own.
     return [], session.exec(total).one()
 
