@@ -352,3 +352,13 @@ def test_contact_for_an_unknown_client_is_404(intake, issuer):
         headers=issuer.headers(**NGO_GHENT),
     )
     assert_problem(response, 404, "not-found")
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=201", "offset=-1", "limit=ten"])
+def test_out_of_range_paging_is_422_on_list_routes(intake, issuer, query):
+    ngo = issuer.headers(**NGO_GHENT)
+    ref = register(intake, issuer)
+    assert_problem(intake.get(f"/v1/clients?{query}", headers=ngo), 422, "validation")
+    assert_problem(
+        intake.get(f"/v1/clients/{ref}/contacts?{query}", headers=ngo), 422, "validation"
+    )

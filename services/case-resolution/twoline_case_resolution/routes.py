@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 
 from twoline_case_resolution import service
 from twoline_case_resolution.models import (
@@ -15,6 +15,7 @@ from twoline_case_resolution.models import (
 from twoline_shared.auth import SecondLine
 from twoline_shared.codes import Track
 from twoline_shared.db import SessionDep
+from twoline_shared.pagination import PageDep
 
 
 def get_current_case(case_id: uuid.UUID, session: SessionDep, principal: SecondLine) -> Case:
@@ -31,11 +32,12 @@ router = APIRouter(tags=["cases"])
 def read_queue(
     session: SessionDep,
     principal: SecondLine,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    page: PageDep,
 ):
     """Your office's queue of requested cases: urgent first, then oldest first."""
-    rows, count = service.read_queue(session, principal=principal, offset=offset, limit=limit)
+    rows, count = service.read_queue(
+        session, principal=principal, offset=page.offset, limit=page.limit
+    )
     return QueuePublic(data=[QueueItemPublic.model_validate(r) for r in rows], count=count)
 
 

@@ -15,6 +15,7 @@ from twoline_consent.models import (
 )
 from twoline_shared.auth import NgoCaseworker, NgoStaff
 from twoline_shared.db import SessionDep
+from twoline_shared.pagination import PageDep
 
 router = APIRouter(prefix="/consents", tags=["consents"])
 
@@ -31,12 +32,11 @@ def list_consents(
     session: SessionDep,
     principal: NgoStaff,
     client_ref: Annotated[str, Query(min_length=1, max_length=64)],
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    page: PageDep,
 ):
     """List the consents of one client of your organisation, newest first."""
     rows, count = service.list_consents(
-        session, principal=principal, client_ref=client_ref, offset=offset, limit=limit
+        session, principal=principal, client_ref=client_ref, offset=page.offset, limit=page.limit
     )
     return ConsentsPublic(data=[service.to_public(r) for r in rows], count=count)
 

@@ -1,8 +1,6 @@
 """Intake routes (zone A): NGO staff of one org only."""
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from twoline_intake import service
 from twoline_intake.models import (
@@ -16,6 +14,7 @@ from twoline_intake.models import (
 )
 from twoline_shared.auth import NgoCaseworker, NgoStaff
 from twoline_shared.db import SessionDep
+from twoline_shared.pagination import PageDep
 
 router = APIRouter(prefix="/clients", tags=["clients"])
 
@@ -30,11 +29,12 @@ def register_client(body: ClientCreate, session: SessionDep, principal: NgoCasew
 def list_clients(
     session: SessionDep,
     principal: NgoStaff,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    page: PageDep,
 ):
     """List your organisation's clients, newest first."""
-    rows, count = service.list_clients(session, principal=principal, offset=offset, limit=limit)
+    rows, count = service.list_clients(
+        session, principal=principal, offset=page.offset, limit=page.limit
+    )
     return ClientsPublic(data=[ClientPublic.model_validate(r) for r in rows], count=count)
 
 
@@ -66,12 +66,11 @@ def list_contacts(
     client_ref: str,
     session: SessionDep,
     principal: NgoCaseworker,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    page: PageDep,
 ):
     """A client's outreach contacts, most recent first."""
     client, rows, count = service.list_contacts(
-        session, principal=principal, client_ref=client_ref, offset=offset, limit=limit
+        session, principal=principal, client_ref=client_ref, offset=page.offset, limit=page.limit
     )
     return ContactsPublic(
         data=[

@@ -10,6 +10,7 @@ from twoline_referral.config import Settings
 from twoline_referral.models import ReferralCreate, ReferralPublic, ReferralsPublic
 from twoline_shared.auth import NgoCaseworker
 from twoline_shared.db import SessionDep
+from twoline_shared.pagination import PageDep
 
 router = APIRouter(prefix="/referrals", tags=["referrals"])
 
@@ -52,12 +53,11 @@ def list_referrals(
     session: SessionDep,
     principal: NgoCaseworker,
     client_ref: Annotated[str, Query(min_length=1, max_length=64)],
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    page: PageDep,
 ):
     """List your organisation's referrals of one client, newest first."""
     rows, count = service.list_referrals(
-        session, principal=principal, client_ref=client_ref, offset=offset, limit=limit
+        session, principal=principal, client_ref=client_ref, offset=page.offset, limit=page.limit
     )
     return ReferralsPublic(data=[ReferralPublic.model_validate(r) for r in rows], count=count)
 
