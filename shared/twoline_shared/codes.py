@@ -38,6 +38,62 @@ class TaskStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+# The statuses a task never leaves.
+TERMINAL_STATUSES = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.CANCELLED, TaskStatus.REJECTED, TaskStatus.FAILED}
+)
+
+
+class StatusReason(StrEnum):
+    """Why a task was rejected, cancelled, put on hold or failed: a code, never free text (F8)."""
+
+    NOT_ELIGIBLE = "not_eligible"
+    WRONG_OFFICE = "wrong_office"
+    DUPLICATE = "duplicate"
+    INSUFFICIENT_INFORMATION = "insufficient_information"
+    NO_CAPACITY = "no_capacity"
+    AWAITING_DOCUMENTS = "awaiting_documents"
+    AWAITING_CLIENT_DECISION = "awaiting_client_decision"
+    DECLINED_BY_CLIENT = "declined_by_client"
+    CLIENT_UNREACHABLE = "client_unreachable"
+    CLIENT_DISENGAGED = "client_disengaged"
+    MEDICAL = "medical"
+    PROCEDURE_PENDING = "procedure_pending"
+    CLIENT_REQUEST = "client_request"
+    REQUESTER_CANCELLED = "requester_cancelled"
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+    OTHER = "other"
+
+
+class Outcome(StrEnum):
+    """How a track ended for the person (the categories of the Dutch LVV evaluation)."""
+
+    LEGAL_STAY = "legal_stay"
+    RETURN = "return"
+    ONWARD_MIGRATION = "onward_migration"
+    PROTECTION_PROCEDURE = "protection_procedure"
+    NO_SOLUTION = "no_solution"
+    DISENGAGED = "disengaged"
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+
+
+class OutcomeCategory(StrEnum):
+    PERMANENT = "permanent"
+    SEMI_PERMANENT = "semi_permanent"
+    NONE = "none"
+
+
+OUTCOME_CATEGORY: dict[Outcome, OutcomeCategory] = {
+    Outcome.LEGAL_STAY: OutcomeCategory.PERMANENT,
+    Outcome.RETURN: OutcomeCategory.PERMANENT,
+    Outcome.ONWARD_MIGRATION: OutcomeCategory.PERMANENT,
+    Outcome.PROTECTION_PROCEDURE: OutcomeCategory.SEMI_PERMANENT,
+    Outcome.NO_SOLUTION: OutcomeCategory.NONE,
+    Outcome.DISENGAGED: OutcomeCategory.NONE,
+    Outcome.CONSENT_WITHDRAWN: OutcomeCategory.NONE,
+}
+
+
 class Purpose(StrEnum):
     REFERRAL = "referral"  # disclose for case review
     FEEDBACK = "feedback"  # the recipient may report status and outcome back to the NGO

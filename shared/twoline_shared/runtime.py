@@ -17,8 +17,9 @@ from sqlmodel import Session
 
 from twoline_shared.auth import TokenVerifier
 from twoline_shared.broker import NatsCredential, connect_until_up
+from twoline_shared.calls import Responder, call, serve
 from twoline_shared.db import OUTBOX_DIRTY, create_db_engine
-from twoline_shared.errors import install_error_handlers, problem
+from twoline_shared.errors import Unavailable, install_error_handlers, problem
 from twoline_shared.inbox import ConsumerBinding, InboxConsumer
 from twoline_shared.migrations import upgrade
 from twoline_shared.outbox import OutboxRelay
@@ -41,6 +42,8 @@ class ServiceSpec:
     publishes: dict[str, str]
     consumers: Sequence[ConsumerBinding] = ()
     credentials: Callable[[Any], dict[str, NatsCredential]] | None = None
+    # Call subjects this service answers (request/reply inside a zone account).
+    responders: Sequence[Responder] = ()
     tags: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -77,6 +80,7 @@ class ServiceRuntime:
         )
         self.consumers: list[InboxConsumer] = []
         self._tasks: list[asyncio.Task[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def js_for(self, subject: str) -> JetStreamContext | None:
         """The JetStream context allowed to publish `subject`, if that link is up."""
@@ -90,7 +94,19 @@ class ServiceRuntime:
         if session.info.pop(OUTBOX_DIRTY, False):
             self.relay.wake()
 
+    def call(
+        self, link: str, subject: str, payload: dict[str, Any], *, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """A blocking service call for route and consumer code (which runs in worker threads)."""
+        if self._loop is None:
+            raise Unavailable(f"No broker link for {subject}.", slug="call-unavailable")
+        future = asyncio.run_coroutine_threadsafe(
+            call(self.connections.get(link), subject, payload, wait=timeout), self._loop
+        )
+        return future.result(timeout + 1.0)
+
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(upgrade, self.engine, self.spec.migrations)
         if self.settings.nats_enabled:
             self._tasks.append(asyncio.create_task(self._bring_up_messaging()))
@@ -100,6 +116,14 @@ class ServiceRuntime:
         for link, credential in credentials.items():
             self.connections[link] = await connect_until_up(
                 self.settings.nats_url, credential, name=f"{self.spec.name}:{link}"
+            )
+        for responder in self.spec.responders:
+            await serve(
+                self.connections[responder.connection],
+                responder,
+                queue=self.spec.name,
+                engine=self.engine,
+                after_commit=self.after_commit,
             )
         self._tasks.append(asyncio.create_task(self.relay.run()))
         for binding in self.spec.consumers:

@@ -6,45 +6,16 @@ and may set `cancelled`; the performer (the second-line case worker) sets the re
 """
 
 from collections.abc import Iterable
-from enum import StrEnum
 
 from twoline_shared.auth import ROLE_AGENCY, Agency, Role
 from twoline_shared.codes import TaskStatus, Track
 from twoline_shared.errors import Conflict, Forbidden, Invalid
-
-S = TaskStatus
+from twoline_shared.tasks import MAY_SET, NEEDS_REASON, NEXT, TERMINAL, Party
 
 # The second-line role that performs each track; its agency is the one whose case holds the track.
 PERFORMER_ROLE: dict[Track, Role] = {
     Track.LEGAL_STAY: Role.ICAM_COACH,
     Track.RETURN: Role.RETURN_COUNSELLOR,
-}
-
-
-class Party(StrEnum):
-    """The two sides of a referral task."""
-
-    REQUESTER = "requester"
-    PERFORMER = "performer"
-
-
-MAY_SET: dict[Party, frozenset[TaskStatus]] = {
-    Party.REQUESTER: frozenset({S.REQUESTED, S.CANCELLED}),
-    Party.PERFORMER: frozenset(
-        {S.ACCEPTED, S.REJECTED, S.IN_PROGRESS, S.ON_HOLD, S.FAILED, S.COMPLETED, S.CANCELLED}
-    ),
-}
-
-TERMINAL: frozenset[TaskStatus] = frozenset({S.COMPLETED, S.CANCELLED, S.REJECTED, S.FAILED})
-
-NEEDS_REASON: frozenset[TaskStatus] = frozenset({S.REJECTED, S.CANCELLED, S.ON_HOLD, S.FAILED})
-
-# The FHIR Task state machine without the states twoline does not use (draft, received, ready).
-NEXT: dict[TaskStatus, frozenset[TaskStatus]] = {
-    S.REQUESTED: frozenset({S.ACCEPTED, S.REJECTED, S.CANCELLED}),
-    S.ACCEPTED: frozenset({S.IN_PROGRESS, S.ON_HOLD, S.COMPLETED, S.FAILED, S.CANCELLED}),
-    S.IN_PROGRESS: frozenset({S.ON_HOLD, S.COMPLETED, S.FAILED, S.CANCELLED}),
-    S.ON_HOLD: frozenset({S.IN_PROGRESS, S.FAILED, S.CANCELLED}),
 }
 
 
