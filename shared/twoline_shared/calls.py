@@ -10,6 +10,7 @@ caller turns an error reply back into the same `ServiceError` the responder rais
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -100,7 +101,7 @@ def answer(
         payload = json.loads(data)
         if not isinstance(payload, dict):
             raise Invalid("A call payload is a JSON object.")
-        with session_scope(engine, after_commit) as session:
+        with contextlib.contextmanager(session_scope)(engine, after_commit) as session:
             return {"ok": True, "data": handler(session, payload)}
     except ServiceError as exc:
         return error_reply(exc)

@@ -1,10 +1,14 @@
 """Case-resolution service (zone B): one case per routed track under a fresh pseudonym (F5),
-office queues (F7), who may accept which track (FHIR Task rule), id-only events and audit records
-(F8), and the flow through the project's own NATS server."""
+office queues (F7), the FHIR Task status a performer sets and who may set it, the disclosure
+package and its purge on withdrawal (F4), track work (options, return steps, sessions, client
+decisions), id-only events and audit records (F8), and the flow through the project's own NATS
+server."""
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
-from sqlalchemy import func
+from sqlalchemy import func, inspect, text
 from sqlmodel import Session, select
 
 from tests.conftest import (
@@ -31,21 +35,40 @@ from twoline.natsserver import credential
 from twoline_case_resolution import domain, repository
 from twoline_case_resolution.app import create_app
 from twoline_case_resolution.config import Settings
-from twoline_case_resolution.consumers import BINDINGS, TRACK_ROUTED
+from twoline_case_resolution.consumers import BINDINGS, TRACK_CANCELLED, TRACK_ROUTED
+from twoline_case_resolution.domain import ClientDecision, ReturnStep
 from twoline_case_resolution.models import (
     Case,
+    CaseOptionAssessment,
 )
 from twoline_shared.auth import Agency
 from twoline_shared.broker import connect
-from twoline_shared.codes import TaskStatus, Track
+from twoline_shared.codes import DataCategory, Outcome, StatusReason, TaskStatus, Track
 from twoline_shared.db import session_scope
-from twoline_shared.errors import Conflict, Forbidden, Invalid
+from twoline_shared.errors import Conflict, Forbidden, Invalid, NotFound
 from twoline_shared.events import Event, decode, encode, headers_for, new_event
+from twoline_shared.inbox import DeadLetter
 from twoline_shared.outbox import OutboxMessage
 
 ICAM_ANTWERP = {**ICAM_BRUSSELS, "office": "antwerp"}
+COACH = {**ICAM_BRUSSELS, "sub": "coach-1"}
+COUNSELLOR = {**FEDASIL_BRUSSELS, "sub": "counsellor-1"}
+PERFORMER = {"legal_stay": COACH, "return": COUNSELLOR}
 ACCEPTED = "secondline.case.track.accepted"
-ACCEPTED_FIELDS = {"track_id", "case_id", "track", "agency", "office", "status", "at"}
+# The track status payload of every `secondline.case.track.*` event (docs/events.md).
+STATUS_FIELDS = {
+    "track_id",
+    "case_id",
+    "track",
+    "agency",
+    "office",
+    "previous_status",
+    "status",
+    "reason",
+    "outcome",
+    "at",
+}
+ACCEPTED_FIELDS = STATUS_FIELDS
 QUEUE_FIELDS = {"case_id", "case_ref", "track", "urgency", "routed_at"}
 IO = Agency.IMMIGRATION_OFFICE.value
 FEDASIL = Agency.FEDASIL.value
@@ -53,6 +76,18 @@ CASE_REF = re.compile(r"^K-[0-9A-HJKMNP-TV-Z]{8}$")
 
 
 # ---------------------------------------------------------------- helpers
+
+
+# Canaries: personal data in the package and free text in notes must never leave zone B's tables.
+PACKAGE_CANARY = "CANARY-PKG-5e1d"
+NOTE_CANARY = "CANARY-NOTE-a93c"
+PACKAGE = {
+    "identity": {"display_name": f"{PACKAGE_CANARY} name", "birth_year": 1991, "nationality": "GN"},
+    "needs": {"languages": ["fr"], "needs": ["shelter"]},
+    "intentions": {"intentions": {"plans": f"{PACKAGE_CANARY} plans"}},
+}
+DISCLOSURE = {"categories": ["identity", "needs", "intentions"], "package": PACKAGE}
+_DEFAULT: Any = object()
 
 
 def routed(
@@ -63,9 +98,18 @@ def routed(
     urgency: str = "normal",
     routed_at: datetime | None = None,
     track_id: str | None = None,
+    purposes: Any = _DEFAULT,
+    disclosure: Any = _DEFAULT,
 ) -> Event:
-    """A `secondline.referral.track.routed` event exactly as docs/events.md defines it."""
+    """A `secondline.referral.track.routed` event exactly as docs/events.md defines it.
+
+    `purposes=None` / `disclosure=None` leave the field out (an older producer).
+    """
     track_id = track_id or f"T-{uuid.uuid4().hex}"
+    extra: dict[str, Any] = {
+        "purposes": ["referral", "feedback"] if purposes is _DEFAULT else purposes,
+        "disclosure": DISCLOSURE if disclosure is _DEFAULT else disclosure,
+    }
     return new_event(
         source="twoline/referral",
         type=TRACK_ROUTED,
@@ -76,6 +120,23 @@ def routed(
         office=office,
         urgency=urgency,
         routed_at=(routed_at or datetime.now(UTC)).isoformat(),
+        **{k: v for k, v in extra.items() if v is not None},
+    )
+
+
+def cancelled(
+    event: Event, *, reason: str = "requester_cancelled", agency: str | None = None
+) -> Event:
+    """A `secondline.referral.track.cancelled` event for the track `event` routed."""
+    return new_event(
+        source="twoline/referral",
+        type=TRACK_CANCELLED,
+        subject=event.data["track_id"],
+        track_id=event.data["track_id"],
+        agency=agency or event.data["agency"],
+        status="cancelled",
+        reason=reason,
+        at=datetime.now(UTC).isoformat(),
     )
 
 
@@ -122,6 +183,78 @@ def queue(client: TestClient, issuer: Any, who: dict[str, str]) -> list[dict[str
 
 def accept(client: TestClient, issuer: Any, case_id: Any, track: str, who: dict[str, str]) -> Any:
     return client.post(f"/v1/cases/{case_id}/tracks/{track}/accept", headers=issuer.headers(**who))
+
+
+def act(
+    client: TestClient,
+    issuer: Any,
+    case_id: Any,
+    track: str,
+    verb: str,
+    who: dict[str, str],
+    body: dict[str, Any] | None = None,
+) -> Any:
+    """POST a track transition (`accept`, `reject`, `status`, `complete`)."""
+    return client.post(
+        f"/v1/cases/{case_id}/tracks/{track}/{verb}", headers=issuer.headers(**who), json=body
+    )
+
+
+def read(client: TestClient, issuer: Any, case_id: Any, who: dict[str, str]) -> dict[str, Any]:
+    response = client.get(f"/v1/cases/{case_id}", headers=issuer.headers(**who))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# How to bring a fresh case to each status through the API: (verb, body) steps after routing.
+_TO_STATUS: dict[str, list[tuple[str, dict[str, Any] | None]]] = {
+    "requested": [],
+    "accepted": [("accept", None)],
+    "in-progress": [("accept", None), ("status", {"status": "in-progress"})],
+    "on-hold": [("accept", None), ("status", {"status": "on-hold", "reason": "medical"})],
+    "rejected": [("reject", {"reason": "not_eligible"})],
+    "failed": [("accept", None), ("status", {"status": "failed", "reason": "client_unreachable"})],
+    "cancelled": [("accept", None), ("status", {"status": "cancelled", "reason": "duplicate"})],
+    "completed": [("accept", None), ("complete", {"outcome": "legal_stay"})],
+}
+
+
+def case_in(
+    client: TestClient, issuer: Any, status: str, *, track: str = "legal_stay", **routing: Any
+) -> tuple[Event, uuid.UUID]:
+    """Route a fresh track and let its performer bring the case to `status`."""
+    event = routed(track=track, **routing)
+    feed(client, event)
+    case_id = case_of(client, event).case_id
+    for verb, body in _TO_STATUS[status]:
+        response = act(client, issuer, case_id, track, verb, PERFORMER[track], body)
+        assert response.status_code == 200, response.text
+    assert case_of(client, event).status == status
+    return event, case_id
+
+
+def snapshot(client: TestClient, event: Event) -> dict[str, Any]:
+    """Everything a refused call must leave unchanged: the case row and the outbox."""
+    case = case_of(client, event)
+    return {
+        "case": {column.name: getattr(case, column.name) for column in Case.__table__.columns},
+        "outbox": [row.event_id for row, _ in outbox(client)],
+    }
+
+
+def _text(value: Any) -> str:
+    return bytes(value).decode() if isinstance(value, bytes | memoryview) else str(value)
+
+
+def raw_rows(client: TestClient) -> str:
+    """Every row of every table of the service's database, as stored, in one string."""
+    engine = client.app.state.runtime.engine
+    dump = []
+    with engine.connect() as connection:
+        for table in inspect(engine).get_table_names():
+            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
+                dump.append(" ".join(_text(v) for v in row))
+    return "\n".join(dump)
 
 
 # ---------------------------------------------------------------- opening cases
@@ -184,6 +317,12 @@ def test_the_two_tracks_of_one_referral_share_no_identifier(cases):
         {"office": ""},
         {"routed_at": "2026-11-23T09:30:00"},  # no offset: ambiguous
         {"track_id": None},
+        {"purposes": ["marketing"]},
+        {"purposes": "referral"},
+        {"disclosure": {"categories": ["needs"]}},  # no package
+        {"disclosure": {**DISCLOSURE, "consent_id": "C-1"}},
+        {"disclosure": {"categories": "needs", "package": {}}},
+        {"disclosure": {"categories": ["needs"], "package": [{"needs": {}}]}},
     ],
 )
 def test_routed_event_breaking_the_contract_opens_nothing(cases, change):
@@ -299,7 +438,8 @@ def test_coach_reads_a_case_of_their_office(cases, issuer):
     assert body["case_id"] == str(case.case_id) and body["case_ref"] == case.case_ref
     assert (body["track"], body["agency"], body["office"]) == ("legal_stay", IO, "brussels")
     assert (body["status"], body["assignee"], body["urgency"]) == ("requested", None, "urgent")
-    assert "disclosure" not in body and "track_id" not in body
+    # F5: the case never knows the bridge's identifiers, and does not show its own track id.
+    assert not {"track_id", "client_ref", "referral_id"} & set(body)
     [(_, audit)] = outbox(cases, "audit.case-resolution.case.read")
     assert audit.data["resource_id"] == str(case.case_id)
 
@@ -469,7 +609,10 @@ def test_accept_announces_ids_and_codes_only(cases, issuer):
         "track": "legal_stay",
         "agency": IO,
         "office": "brussels",
+        "previous_status": "requested",
         "status": "accepted",
+        "reason": None,
+        "outcome": None,
         "at": accepted.data["at"],
     }
     assert datetime.fromisoformat(accepted.data["at"]).tzinfo is not None
@@ -481,6 +624,1176 @@ def test_accept_announces_ids_and_codes_only(cases, issuer):
     assert audit.data["resource_id"] == str(case.case_id)
     assert audit.data["track_id"] == event.data["track_id"] and audit.data["status"] == "accepted"
     assert audit.data["agency"] == IO and audit.data["office"] == "brussels"
+
+
+# ---------------------------------------------------------------- the performer's status changes
+
+
+def test_coach_walks_a_legal_stay_track_to_completion(cases, issuer):
+    event = routed()
+    feed(cases, event)
+    case_id = case_of(cases, event).case_id
+
+    steps = [
+        ("accept", None, "accepted", None),
+        ("status", {"status": "in-progress"}, "in-progress", None),
+        (
+            "status",
+            {"status": "on-hold", "reason": "awaiting_documents"},
+            "on-hold",
+            "awaiting_documents",
+        ),
+        ("status", {"status": "in-progress"}, "in-progress", None),
+    ]
+    for verb, body, status, reason in steps:
+        response = act(cases, issuer, case_id, "legal_stay", verb, COACH, body)
+        assert response.status_code == 200, response.text
+        assert (response.json()["status"], response.json()["status_reason"]) == (status, reason)
+        assert response.json()["closed_at"] is None
+
+    response = act(
+        cases,
+        issuer,
+        case_id,
+        "legal_stay",
+        "complete",
+        COACH,
+        {"outcome": "protection_procedure", "note": "asylum application lodged"},
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["status"], body["outcome"], body["outcome_category"]) == (
+        "completed",
+        "protection_procedure",
+        "semi_permanent",
+    )
+    assert body["status_note"] == "asylum application lodged" and body["assignee"] == "coach-1"
+    stored = case_of(cases, event)
+    assert stored.status == "completed" and stored.outcome == "protection_procedure"
+    assert stored.closed_at is not None and stored.closed_at.tzinfo is not None
+    # A final status is final: the queue does not show it and nothing moves it any more.
+    assert_problem(
+        act(cases, issuer, case_id, "legal_stay", "status", COACH, {"status": "in-progress"}),
+        409,
+        "illegal-transition",
+    )
+
+
+def test_counsellor_rejects_a_requested_return_track_with_a_reason(cases, issuer):
+    event = routed(track="return")
+    feed(cases, event)
+    case_id = case_of(cases, event).case_id
+
+    response = act(
+        cases,
+        issuer,
+        case_id,
+        "return",
+        "reject",
+        COUNSELLOR,
+        {"reason": "wrong_office", "note": "belongs to Liège"},
+    )
+
+    assert response.status_code == 200, response.text
+    stored = case_of(cases, event)
+    assert (stored.status, stored.status_reason, stored.status_note) == (
+        "rejected",
+        "wrong_office",
+        "belongs to Liège",
+    )
+    assert stored.closed_at is not None and stored.assignee is None
+    assert queue(cases, issuer, FEDASIL_BRUSSELS) == []
+    [(_, rejected)] = outbox(cases, "secondline.case.track.rejected")
+    assert (rejected.data["status"], rejected.data["reason"]) == ("rejected", "wrong_office")
+
+
+@pytest.mark.parametrize(
+    ("verb", "body", "kind", "status", "reason", "outcome"),
+    [
+        ("accept", None, "accepted", "accepted", None, None),
+        ("reject", {"reason": "duplicate"}, "rejected", "rejected", "duplicate", None),
+        ("status", {"status": "in-progress"}, "status-changed", "in-progress", None, None),
+        (
+            "status",
+            {"status": "on-hold", "reason": "medical"},
+            "status-changed",
+            "on-hold",
+            "medical",
+            None,
+        ),
+        (
+            "status",
+            {"status": "failed", "reason": "client_disengaged"},
+            "status-changed",
+            "failed",
+            "client_disengaged",
+            None,
+        ),
+        (
+            "status",
+            {"status": "cancelled", "reason": "client_request"},
+            "status-changed",
+            "cancelled",
+            "client_request",
+            None,
+        ),
+        ("complete", {"outcome": "return"}, "completed", "completed", None, "return"),
+    ],
+)
+def test_each_status_change_emits_exactly_one_event_with_the_documented_fields(
+    cases, issuer, verb, body, kind, status, reason, outcome
+):
+    start = "requested" if verb in ("accept", "reject") else "accepted"
+    event, case_id = case_in(cases, issuer, start, track="return")
+    before = {row.event_id for row, _ in outbox(cases)}
+    body = {**body, "note": f"{NOTE_CANARY} said so"} if body else None
+
+    response = act(cases, issuer, case_id, "return", verb, COUNSELLOR, body)
+
+    assert response.status_code == 200, response.text
+    new = [(r, e) for r, e in outbox(cases) if r.event_id not in before]
+    [(row, emitted)] = [(r, e) for r, e in new if e.type.startswith("secondline.")]
+    assert emitted.type == row.subject == f"secondline.case.track.{kind}"
+    assert emitted.subject == event.data["track_id"]
+    assert emitted.data == {
+        "track_id": event.data["track_id"],
+        "case_id": str(case_id),
+        "track": "return",
+        "agency": FEDASIL,
+        "office": "brussels",
+        "previous_status": start,
+        "status": status,
+        "reason": reason,
+        "outcome": outcome,
+        "at": emitted.data["at"],
+    }
+    assert datetime.fromisoformat(emitted.data["at"]).tzinfo is not None
+    assert json.loads(row.headers)["Nats-Msg-Id"] == emitted.id
+    # The change is one audit record of codes; the note stays on the case, in zone B.
+    [(audit_row, audit)] = [(r, e) for r, e in new if e.type.startswith("audit.")]
+    assert audit.data["resource_id"] == str(case_id)
+    assert (audit.data["previous_status"], audit.data["status"]) == (start, status)
+    assert (audit.data["reason"], audit.data["outcome"]) == (reason, outcome)
+    if body:
+        assert case_of(cases, event).status_note == f"{NOTE_CANARY} said so"
+    for r in (row, audit_row):
+        assert NOTE_CANARY not in r.payload.decode() + r.headers
+
+
+# Calls that the FHIR Task table forbids from the state the case is in.
+ILLEGAL_CALLS = [
+    ("requested", "status", {"status": "in-progress"}),
+    ("requested", "status", {"status": "on-hold", "reason": "medical"}),
+    ("requested", "status", {"status": "failed", "reason": "other"}),
+    ("requested", "complete", {"outcome": "legal_stay"}),
+    ("accepted", "accept", None),
+    ("accepted", "reject", {"reason": "not_eligible"}),
+    ("in-progress", "status", {"status": "in-progress"}),
+    ("on-hold", "status", {"status": "on-hold", "reason": "medical"}),
+    ("on-hold", "complete", {"outcome": "legal_stay"}),
+    ("completed", "status", {"status": "cancelled", "reason": "other"}),
+    ("completed", "complete", {"outcome": "return"}),
+    ("rejected", "accept", None),
+    ("cancelled", "status", {"status": "in-progress"}),
+    ("failed", "status", {"status": "on-hold", "reason": "medical"}),
+]
+
+
+@pytest.mark.parametrize(("start", "verb", "body"), ILLEGAL_CALLS)
+def test_illegal_transition_is_409_and_changes_nothing(cases, issuer, start, verb, body):
+    event, case_id = case_in(cases, issuer, start)
+    before = snapshot(cases, event)
+
+    response = act(cases, issuer, case_id, "legal_stay", verb, COACH, body)
+
+    assert_problem(response, 409, "illegal-transition")
+    assert snapshot(cases, event) == before
+
+
+@pytest.mark.parametrize(
+    ("start", "verb", "body", "slug"),
+    [
+        ("requested", "reject", {}, "validation"),
+        ("requested", "reject", {"note": "no"}, "validation"),
+        ("requested", "status", {"status": "cancelled"}, "reason-required"),
+        ("accepted", "status", {"status": "on-hold"}, "reason-required"),
+        ("accepted", "status", {"status": "failed", "note": "gone"}, "reason-required"),
+        ("in-progress", "status", {"status": "cancelled", "reason": None}, "reason-required"),
+        ("accepted", "complete", {}, "validation"),
+        # A status that takes no reason refuses one, so a resumed track carries no stale reason.
+        ("on-hold", "status", {"status": "in-progress", "reason": "medical"}, "reason-not-allowed"),
+    ],
+)
+def test_missing_or_misplaced_reason_is_422_and_changes_nothing(
+    cases, issuer, start, verb, body, slug
+):
+    event, case_id = case_in(cases, issuer, start)
+    before = snapshot(cases, event)
+
+    response = act(cases, issuer, case_id, "legal_stay", verb, COACH, body)
+
+    assert_problem(response, 422, slug)
+    assert snapshot(cases, event) == before
+
+
+@pytest.mark.parametrize("reason", ["consent_withdrawn", "requester_cancelled"])
+@pytest.mark.parametrize(
+    ("start", "verb", "status"),
+    [
+        ("requested", "reject", None),
+        ("accepted", "status", "cancelled"),
+        ("on-hold", "status", "failed"),
+    ],
+)
+def test_performer_cannot_set_the_requesters_reasons(cases, issuer, reason, start, verb, status):
+    event, case_id = case_in(cases, issuer, start)
+    before = snapshot(cases, event)
+    body = {"reason": reason, **({"status": status} if status else {})}
+
+    response = act(cases, issuer, case_id, "legal_stay", verb, COACH, body)
+
+    assert_problem(response, 422, "reason-not-allowed")
+    assert snapshot(cases, event) == before
+
+
+def test_performer_cannot_complete_with_the_withdrawal_outcome(cases, issuer):
+    event, case_id = case_in(cases, issuer, "in-progress")
+    before = snapshot(cases, event)
+
+    response = act(
+        cases, issuer, case_id, "legal_stay", "complete", COACH, {"outcome": "consent_withdrawn"}
+    )
+
+    assert_problem(response, 422, "outcome-not-allowed")
+    assert snapshot(cases, event) == before
+
+
+@pytest.mark.parametrize(
+    ("verb", "body"),
+    [
+        ("reject", {"reason": "not_eligible", "comment": "x"}),  # unknown field
+        ("reject", {"reason": "because"}),  # not a reason code
+        ("reject", {"reason": 3}),
+        ("reject", {"reason": "other", "note": ""}),
+        ("reject", {"reason": "other", "note": "x" * 2001}),
+        ("reject", {"reason": "other", "note": 42}),
+        ("status", {"status": "completed"}),  # has its own route
+        ("status", {"status": "accepted"}),
+        ("status", {"status": "requested"}),  # the requester's
+        ("status", {"status": "in progress"}),
+        ("status", {"status": ["on-hold"], "reason": "medical"}),
+        ("status", {"reason": "medical"}),
+        ("complete", {"outcome": "deported"}),
+        ("complete", {"outcome": "return", "reason": "other"}),
+        ("complete", None),
+    ],
+)
+def test_malformed_bodies_are_validation_problems_that_store_nothing(cases, issuer, verb, body):
+    start = "requested" if verb == "reject" else "accepted"
+    event, case_id = case_in(cases, issuer, start)
+    before = snapshot(cases, event)
+
+    response = act(cases, issuer, case_id, "legal_stay", verb, COACH, body)
+
+    assert_problem(response, 422, "validation")
+    assert snapshot(cases, event) == before
+
+
+@pytest.mark.parametrize(
+    ("verb", "body"),
+    [
+        ("accept", None),
+        ("reject", {"reason": "not_eligible"}),
+        ("status", {"status": "in-progress"}),
+        ("complete", {"outcome": "return"}),
+    ],
+)
+def test_coach_cannot_change_a_return_track_nor_counsellor_a_legal_stay_track(
+    cases, issuer, verb, body
+):
+    start = "requested" if verb in ("accept", "reject") else "accepted"
+    legal_stay, legal_stay_id = case_in(cases, issuer, start, track="legal_stay")
+    ret, ret_id = case_in(cases, issuer, start, track="return")
+    before = snapshot(cases, legal_stay), snapshot(cases, ret)
+
+    # Each sees their own agency's case, but the other track in the path is not theirs.
+    coach = act(cases, issuer, legal_stay_id, "return", verb, COACH, body)
+    counsellor = act(cases, issuer, ret_id, "legal_stay", verb, COUNSELLOR, body)
+
+    assert_problem(coach, 403, "not-your-track")
+    assert_problem(counsellor, 403, "not-your-track")
+    assert (snapshot(cases, legal_stay), snapshot(cases, ret)) == before
+
+
+def test_a_stale_status_change_matches_no_row(cases, issuer):
+    # Two coaches load an accepted case at once; the one who completes second loses.
+    event, case_id = case_in(cases, issuer, "in-progress")
+    engine = cases.app.state.runtime.engine
+    for status, expected in ((TaskStatus.COMPLETED, True), (TaskStatus.FAILED, False)):
+        with contextlib.contextmanager(session_scope)(engine) as session:
+            won = repository.set_status(
+                session,
+                case=session.get(Case, case_id),
+                expected=TaskStatus.IN_PROGRESS,
+                status=status,
+                assignee="coach-1",
+                at=datetime.now(UTC),
+            )
+        assert won is expected
+    assert case_of(cases, event).status == "completed"
+
+
+# ---------------------------------------------------------------- another office (F7)
+
+
+def test_another_office_can_neither_see_nor_work_on_the_case(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted", office="brussels")
+    before = snapshot(cases, event)
+    who = issuer.headers(**ICAM_ANTWERP)
+    base = f"/v1/cases/{case_id}"
+    today = dt.date.today().isoformat()
+
+    responses = [
+        cases.get(base, headers=who),
+        cases.post(f"{base}/tracks/legal_stay/reject", headers=who, json={"reason": "other"}),
+        cases.post(f"{base}/tracks/legal_stay/status", headers=who, json={"status": "in-progress"}),
+        cases.post(f"{base}/tracks/legal_stay/complete", headers=who, json={"outcome": "return"}),
+        cases.put(
+            f"{base}/tracks/legal_stay/options/9bis", headers=who, json={"assessment": "viable"}
+        ),
+        cases.post(f"{base}/tracks/return/steps", headers=who, json={"step": "informing"}),
+        cases.post(
+            f"{base}/sessions",
+            headers=who,
+            json={"date": today, "mode": "phone", "interpreter": False},
+        ),
+        cases.post(f"{base}/decisions", headers=who, json={"decision": "undecided", "date": today}),
+        # Even a malformed body gets the 404 first: nothing tells the case exists.
+        cases.post(f"{base}/decisions", headers=who, json={"decision": "nonsense"}),
+    ]
+
+    for response in responses:
+        assert_problem(response, 404, "not-found")
+    assert snapshot(cases, event) == before
+    assert queue(cases, issuer, ICAM_ANTWERP) == []
+
+
+# ---------------------------------------------------------------- the disclosure (F2, F9)
+
+
+def test_disclosure_is_returned_exactly_as_routed(cases, issuer):
+    event = routed(purposes=["referral", "feedback"])
+    feed(cases, event)
+    case_id = case_of(cases, event).case_id
+
+    body = read(cases, issuer, case_id, COACH)
+
+    assert body["disclosure"] == PACKAGE
+    assert sorted(body["disclosed_categories"]) == ["identity", "intentions", "needs"]
+    assert body["disclosure_status"] == "disclosed"
+    assert body["purposes"] == ["referral", "feedback"]
+    # F9: the read names the categories it showed, never their values.
+    [(row, audit)] = outbox(cases, "audit.case-resolution.case.read")
+    assert audit.data["categories"] == ["identity", "intentions", "needs"]
+    assert audit.data["actor"] == "coach-1" and audit.data["resource_id"] == str(case_id)
+    assert PACKAGE_CANARY not in row.payload.decode()
+
+
+def test_disclosure_of_one_category_shows_no_empty_keys_for_the_others(cases, issuer):
+    only_needs = {"categories": ["needs"], "package": {"needs": PACKAGE["needs"]}}
+    event = routed(disclosure=only_needs)
+    feed(cases, event)
+
+    body = read(cases, issuer, case_of(cases, event).case_id, COACH)
+
+    assert body["disclosure"] == {"needs": PACKAGE["needs"]}
+    assert body["disclosed_categories"] == ["needs"]
+
+
+def test_track_routed_without_a_disclosure_opens_a_case_with_an_empty_one(cases, issuer):
+    event = routed(purposes=None, disclosure=None)
+    feed(cases, event)
+
+    body = read(cases, issuer, case_of(cases, event).case_id, COACH)
+
+    assert (body["disclosure"], body["disclosed_categories"], body["purposes"]) == ({}, [], [])
+    [(_, audit)] = outbox(cases, "audit.case-resolution.case.read")
+    assert audit.data["categories"] == []
+
+
+@pytest.mark.parametrize(
+    "disclosure",
+    [
+        # A key the categories do not name: data the consent does not cover.
+        {"categories": ["needs"], "package": {**PACKAGE}},
+        # A category without its object.
+        {"categories": ["identity", "needs"], "package": {"needs": PACKAGE["needs"]}},
+        {"categories": ["passport"], "package": {"passport": {"number": PACKAGE_CANARY}}},
+        {"categories": ["needs", "needs"], "package": {"needs": PACKAGE["needs"]}},
+        {"categories": ["needs"], "package": {"needs": ["shelter"]}},
+        {"categories": ["needs"], "package": {"needs": PACKAGE_CANARY}},
+        {"categories": ["needs"], "package": {"needs": None}},
+    ],
+)
+def test_package_that_breaks_its_contract_is_invalid_and_stores_nothing(cases, disclosure):
+    with pytest.raises(Invalid) as raised:
+        feed(cases, routed(disclosure=disclosure))
+
+    assert raised.value.slug == "invalid-disclosure"
+    assert PACKAGE_CANARY not in str(raised.value)
+    assert all_cases(cases) == []
+    assert outbox(cases) == []
+
+
+def test_transition_responses_do_not_carry_the_package(cases, issuer):
+    event = routed()
+    feed(cases, event)
+
+    response = accept(cases, issuer, case_of(cases, event).case_id, "legal_stay", COACH)
+
+    assert "disclosure" not in response.json()
+    assert PACKAGE_CANARY not in response.text
+    assert outbox(cases, "audit.case-resolution.case.read") == []
+
+
+# ---------------------------------------------------------------- requester cancel and withdrawal (F4)
+
+
+def test_requester_cancel_cancels_a_requested_case_and_removes_it_from_the_queue(cases, issuer):
+    event = routed()
+    feed(cases, event)
+    case_id = case_of(cases, event).case_id
+    assert [i["case_id"] for i in queue(cases, issuer, ICAM_BRUSSELS)] == [str(case_id)]
+
+    feed(cases, cancelled(event, reason="requester_cancelled"))
+
+    stored = case_of(cases, event)
+    assert (stored.status, stored.status_reason) == ("cancelled", "requester_cancelled")
+    assert stored.closed_at is not None
+    assert queue(cases, issuer, ICAM_BRUSSELS) == []
+    # The bridge sent this: nothing goes back to it.
+    assert outbox(cases, "secondline.") == []
+    [(_, audit)] = outbox(cases, "audit.case-resolution.case.cancel")
+    assert (audit.data["actor"], audit.data["previous_status"], audit.data["reason"]) == (
+        None,
+        "requested",
+        "requester_cancelled",
+    )
+    # A requester cancel keeps the package: only a withdrawal purges it.
+    assert read(cases, issuer, case_id, COACH)["disclosure"] == PACKAGE
+
+
+def test_requester_cancel_delivered_twice_changes_nothing_more(cases, issuer):
+    event, _ = case_in(cases, issuer, "in-progress")
+    cancel = cancelled(event, reason="client_request")
+
+    feed(cases, cancel)
+    first = case_of(cases, event)
+    feed(cases, cancel, cancelled(event, reason="client_request"))
+
+    assert snapshot(cases, event)["case"] == {
+        column.name: getattr(first, column.name) for column in Case.__table__.columns
+    }
+    assert (first.status, first.status_reason, first.assignee) == (
+        "cancelled",
+        "client_request",
+        "coach-1",
+    )
+    assert len(outbox(cases, "audit.case-resolution.case.cancel")) == 1
+
+
+def test_requester_cancel_leaves_a_finished_case_as_it_is(cases, issuer):
+    event, _ = case_in(cases, issuer, "completed")
+    before = snapshot(cases, event)
+
+    feed(cases, cancelled(event, reason="requester_cancelled"))
+
+    assert snapshot(cases, event) == before
+
+
+def test_consent_withdrawn_cancels_an_open_case_and_purges_its_disclosure(cases, issuer):
+    event, case_id = case_in(cases, issuer, "on-hold")
+
+    feed(cases, cancelled(event, reason="consent_withdrawn"))
+
+    stored = case_of(cases, event)
+    assert (stored.status, stored.status_reason) == ("cancelled", "consent_withdrawn")
+    assert stored.disclosure is None and stored.disclosure_status == "withdrawn"
+    body = read(cases, issuer, case_id, COACH)
+    assert (body["disclosure"], body["disclosure_status"]) == (None, "withdrawn")
+    # The metadata stays for audit: which categories were once disclosed, and the case itself.
+    assert sorted(body["disclosed_categories"]) == ["identity", "intentions", "needs"]
+    assert PACKAGE_CANARY not in raw_rows(cases)
+
+
+def test_consent_withdrawn_purges_the_disclosure_even_on_a_completed_case(cases, issuer):
+    event, case_id = case_in(cases, issuer, "completed")
+    assert PACKAGE_CANARY in raw_rows(cases)  # the canary really was stored
+
+    feed(cases, cancelled(event, reason="consent_withdrawn"))
+    feed(cases, cancelled(event, reason="consent_withdrawn"))  # idempotent
+
+    stored = case_of(cases, event)
+    assert (stored.status, stored.outcome) == ("completed", "legal_stay")
+    assert stored.disclosure_status == "withdrawn"
+    # The raw row holds no package value any more: SQL NULL, not even JSON `null`.
+    with cases.app.state.runtime.engine.connect() as connection:
+        purged = connection.execute(
+            text("SELECT disclosure IS NULL FROM cases WHERE track_id = :t"),
+            {"t": event.data["track_id"]},
+        ).scalar_one()
+    assert purged in (True, 1)
+    dump = raw_rows(cases)
+    assert PACKAGE_CANARY not in dump and "shelter" not in dump
+    [(_, purge)] = outbox(cases, "audit.case-resolution.case-disclosure.purge")
+    assert purge.data["resource_id"] == str(case_id) and purge.data["actor"] is None
+    assert sorted(purge.data["categories"]) == ["identity", "intentions", "needs"]
+    assert outbox(cases, "audit.case-resolution.case.cancel") == []
+    body = read(cases, issuer, case_id, COACH)
+    assert (body["disclosure"], body["status"], body["outcome_category"]) == (
+        None,
+        "completed",
+        "permanent",
+    )
+    [(_, audit)] = outbox(cases, "audit.case-resolution.case.read")
+    assert audit.data["categories"] == []
+
+
+def test_cancel_of_an_unknown_track_is_ignored_with_an_id_only_log_line(cases, caplog):
+    caplog.set_level(logging.INFO, logger="twoline")
+    ghost = routed(track_id="T-ghost")
+
+    feed(cases, cancelled(ghost, reason="consent_withdrawn"))
+
+    assert all_cases(cases) == [] and outbox(cases) == []
+    [line] = [r.getMessage() for r in caplog.records if "T-ghost" in r.getMessage()]
+    assert "consent_withdrawn" not in line and PACKAGE_CANARY not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"status": "completed"},
+        {"reason": "because"},
+        {"at": "2026-11-23T09:30:00"},
+        {"agency": "police"},
+    ],
+)
+def test_cancel_event_breaking_the_contract_changes_nothing(cases, change):
+    event = routed()
+    feed(cases, event)
+    cancel = cancelled(event)
+    broken = Event.model_validate({**cancel.model_dump(), "data": {**cancel.data, **change}})
+
+    with pytest.raises(ValidationError):
+        feed(cases, broken)
+
+    assert case_of(cases, event).status == "requested"
+
+
+def test_cancel_naming_another_agency_is_invalid(cases):
+    event = routed(track="legal_stay")
+    feed(cases, event)
+
+    with pytest.raises(Invalid):
+        feed(cases, cancelled(event, reason="consent_withdrawn", agency=FEDASIL))
+
+    assert case_of(cases, event).disclosure == PACKAGE
+
+
+# ---------------------------------------------------------------- track work: legal-stay options
+
+
+def put_option(client, issuer, case_id, option, body, who=COACH, track="legal_stay") -> Any:
+    return client.put(
+        f"/v1/cases/{case_id}/tracks/{track}/options/{option}",
+        headers=issuer.headers(**who),
+        json=body,
+    )
+
+
+def test_coach_assesses_options_and_every_assessment_is_kept(cases, issuer):
+    _, case_id = case_in(cases, issuer, "in-progress")
+
+    first = put_option(cases, issuer, case_id, "9bis", {"assessment": "viable"})
+    later = put_option(
+        cases,
+        issuer,
+        case_id,
+        "9bis",
+        {"assessment": "applied", "note": "filed"},
+        who={**ICAM_BRUSSELS, "sub": "coach-2"},
+    )
+    other = put_option(cases, issuer, case_id, "9ter", {"assessment": "needs_info"})
+
+    for response in (first, later, other):
+        assert response.status_code == 200, response.text
+    assert later.json()["assessment"] == "applied" and later.json()["assessed_by"] == "coach-2"
+    options = read(cases, issuer, case_id, COACH)["options"]
+    assert [(o["option"], o["assessment"], o["assessed_by"], o["note"]) for o in options] == [
+        ("9bis", "applied", "coach-2", "filed"),
+        ("9ter", "needs_info", "coach-1", None),
+    ]
+    with Session(cases.app.state.runtime.engine) as session:
+        history = session.exec(
+            select(CaseOptionAssessment).order_by(CaseOptionAssessment.assessed_at)
+        ).all()
+    assert [(h.option, h.assessment, h.assessed_by) for h in history] == [
+        ("9bis", "viable", "coach-1"),
+        ("9bis", "applied", "coach-2"),
+        ("9ter", "needs_info", "coach-1"),
+    ]
+    assert all(h.assessed_at.tzinfo is not None for h in history)
+    audits = [e.data for _, e in outbox(cases, "audit.case-resolution.case-option.")]
+    assert [(a["action"], a["option"], a["assessment"]) for a in audits] == [
+        ("create", "9bis", "viable"),
+        ("update", "9bis", "applied"),
+        ("create", "9ter", "needs_info"),
+    ]
+    # Track work is not an event: nothing but status and outcome flows back (F6).
+    assert [e.type for _, e in outbox(cases, "secondline.")] == [
+        ACCEPTED,
+        "secondline.case.track.status-changed",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("option", "body"),
+    [
+        ("asylum", {"assessment": "viable"}),
+        ("9bis", {"assessment": "promising"}),
+        ("9bis", {}),
+        ("9bis", {"assessment": "viable", "by": "x"}),
+        ("9bis", {"assessment": ["viable"]}),
+        ("9bis", {"assessment": "viable", "note": 7}),
+    ],
+)
+def test_option_assessment_is_validated(cases, issuer, option, body):
+    event, case_id = case_in(cases, issuer, "accepted")
+    before = snapshot(cases, event)
+
+    assert_problem(put_option(cases, issuer, case_id, option, body), 422, "validation")
+    assert snapshot(cases, event) == before
+
+
+def test_a_return_track_has_no_options(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted", track="return")
+    before = snapshot(cases, event)
+
+    own_track = put_option(
+        cases, issuer, case_id, "9bis", {"assessment": "viable"}, COUNSELLOR, "return"
+    )
+    other_track = put_option(cases, issuer, case_id, "9bis", {"assessment": "viable"}, COUNSELLOR)
+
+    assert_problem(own_track, 404, "not-found")
+    assert_problem(other_track, 403, "not-your-track")
+    assert snapshot(cases, event) == before
+    assert read(cases, issuer, case_id, COUNSELLOR)["options"] is None
+
+
+# ---------------------------------------------------------------- track work: return steps
+
+
+def post_step(client, issuer, case_id, body, who=COUNSELLOR, track="return") -> Any:
+    return client.post(
+        f"/v1/cases/{case_id}/tracks/{track}/steps", headers=issuer.headers(**who), json=body
+    )
+
+
+PREPARATION = {
+    "travel_documents": "requested",
+    "fit_to_fly": "yes",
+    "reintegration_plan": "drafted",
+    "partner": "iom",
+}
+
+
+def test_counsellor_moves_a_return_case_through_its_steps(cases, issuer):
+    event, case_id = case_in(cases, issuer, "in-progress", track="return")
+    moves = [
+        {"step": "informing"},
+        {"step": "considering"},
+        {"step": "registered"},
+        {"step": "preparing", "preparation": {"travel_documents": "requested"}},
+        {"step": "preparing", "preparation": PREPARATION},  # updating the preparation
+        {"step": "departed"},
+        {"step": "follow_up", "note": "reintegration going well"},
+    ]
+
+    for move in moves:
+        response = post_step(cases, issuer, case_id, move)
+        assert response.status_code == 201, response.text
+        assert response.json()["step"] == move["step"]
+
+    body = read(cases, issuer, case_id, COUNSELLOR)
+    assert body["return_step"] == "follow_up"
+    history = body["return_steps"]
+    assert [(h["previous_step"], h["step"]) for h in history] == [
+        (None, "informing"),
+        ("informing", "considering"),
+        ("considering", "registered"),
+        ("registered", "preparing"),
+        ("preparing", "preparing"),
+        ("preparing", "departed"),
+        ("departed", "follow_up"),
+    ]
+    assert history[3]["preparation"] == {
+        "travel_documents": "requested",
+        "fit_to_fly": "unknown",
+        "reintegration_plan": "none",
+        "partner": None,
+    }
+    assert history[4]["preparation"] == PREPARATION
+    assert all(h["recorded_by"] == "counsellor-1" for h in history)
+    assert history[6]["note"] == "reintegration going well"
+    audits = [e.data for _, e in outbox(cases, "audit.case-resolution.case-return-step.update")]
+    assert [a["step"] for a in audits] == [m["step"] for m in moves]
+    assert case_of(cases, event).return_step == "follow_up"
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ([], "registered"),  # the first step is informing or considering
+        ([], "declined_by_client"),
+        (["informing"], "informing"),  # only preparing repeats
+        (["informing"], "registered"),  # no skipping
+        (["considering"], "informing"),  # no going back
+        (["considering", "registered", "preparing"], "follow_up"),
+        (["considering", "registered", "preparing", "departed"], "declined_by_client"),
+        (["considering", "registered", "preparing", "departed", "follow_up"], "informing"),
+        (["informing", "declined_by_client"], "registered"),
+        (["informing", "declined_by_client"], "declined_by_client"),
+    ],
+)
+def test_illegal_return_step_is_409_and_changes_nothing(cases, issuer, path, target):
+    event, case_id = case_in(cases, issuer, "accepted", track="return")
+    for step in path:
+        assert post_step(cases, issuer, case_id, {"step": step}).status_code == 201
+    before = snapshot(cases, event)
+
+    assert_problem(post_step(cases, issuer, case_id, {"step": target}), 409, "illegal-step")
+    assert snapshot(cases, event) == before
+
+
+def test_a_person_who_declined_may_reconsider(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted", track="return")
+    for step in ("informing", "considering", "registered", "preparing", "declined_by_client"):
+        assert post_step(cases, issuer, case_id, {"step": step}).status_code == 201
+
+    response = post_step(cases, issuer, case_id, {"step": "considering"})
+
+    assert response.status_code == 201, response.text
+    assert response.json()["previous_step"] == "declined_by_client"
+    assert case_of(cases, event).return_step == "considering"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"step": "informing", "preparation": PREPARATION},  # preparation belongs to preparing
+        {"step": "boarding"},
+        {"step": "preparing", "preparation": {**PREPARATION, "travel_documents": "lost"}},
+        {"step": "preparing", "preparation": {**PREPARATION, "fit_to_fly": True}},
+        {"step": "preparing", "preparation": {**PREPARATION, "partner": "frontex"}},
+        {"step": "preparing", "preparation": {**PREPARATION, "flight": "SN 123"}},
+        {"step": "preparing", "preparation": "ready"},
+        {"step": "preparing", "when": "now"},
+    ],
+)
+def test_return_step_body_is_validated(cases, issuer, body):
+    event, case_id = case_in(cases, issuer, "accepted", track="return")
+    for step in ("considering", "registered"):
+        assert post_step(cases, issuer, case_id, {"step": step}).status_code == 201
+    before = snapshot(cases, event)
+
+    assert post_step(cases, issuer, case_id, body).status_code == 422
+    assert snapshot(cases, event) == before
+
+
+def test_a_legal_stay_track_has_no_return_steps(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted")
+    before = snapshot(cases, event)
+
+    own_track = post_step(cases, issuer, case_id, {"step": "informing"}, COACH, "legal_stay")
+    other_track = post_step(cases, issuer, case_id, {"step": "informing"}, COACH)
+
+    assert_problem(own_track, 404, "not-found")
+    assert_problem(other_track, 403, "not-your-track")
+    assert snapshot(cases, event) == before
+    body = read(cases, issuer, case_id, COACH)
+    assert (body["return_step"], body["return_steps"]) == (None, None)
+
+
+def test_a_stale_return_step_matches_no_row(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted", track="return")
+    engine = cases.app.state.runtime.engine
+    for step, expected in ((ReturnStep.INFORMING, True), (ReturnStep.CONSIDERING, False)):
+        with contextlib.contextmanager(session_scope)(engine) as session:
+            won = repository.set_return_step(
+                session,
+                case=session.get(Case, case_id),
+                expected=None,
+                step=step,
+                at=datetime.now(UTC),
+            )
+        assert won is expected
+    assert case_of(cases, event).return_step == "informing"
+
+
+# ---------------------------------------------------------------- track work: sessions and decisions
+
+
+def post_session(client, issuer, case_id, body, who=COACH) -> Any:
+    return client.post(f"/v1/cases/{case_id}/sessions", headers=issuer.headers(**who), json=body)
+
+
+def post_decision(client, issuer, case_id, body, who=COACH) -> Any:
+    return client.post(f"/v1/cases/{case_id}/decisions", headers=issuer.headers(**who), json=body)
+
+
+TODAY = dt.date.today()
+SESSION = {
+    "date": (TODAY - dt.timedelta(days=2)).isoformat(),
+    "mode": "in_person",
+    "language": "ar",
+    "interpreter": True,
+    "topics": ["legal_stay_options", "voluntary_return"],
+}
+
+
+def test_sessions_are_recorded_on_the_case(cases, issuer):
+    _, case_id = case_in(cases, issuer, "in-progress")
+
+    response = post_session(cases, issuer, case_id, {**SESSION, "note": "first talk"})
+    phone = post_session(
+        cases, issuer, case_id, {"date": TODAY.isoformat(), "mode": "phone", "interpreter": False}
+    )
+
+    assert response.status_code == 201, response.text
+    assert phone.status_code == 201, phone.text
+    sessions = read(cases, issuer, case_id, COACH)["sessions"]
+    assert [
+        (s["date"], s["mode"], s["language"], s["interpreter"], s["topics"], s["note"])
+        for s in sessions
+    ] == [
+        (SESSION["date"], "in_person", "ar", True, SESSION["topics"], "first talk"),
+        (TODAY.isoformat(), "phone", None, False, [], None),
+    ]
+    assert sessions[0]["recorded_by"] == "coach-1" and sessions[0]["id"] == response.json()["id"]
+    [first, _] = [e.data for _, e in outbox(cases, "audit.case-resolution.case-session.create")]
+    assert (first["session_id"], first["mode"]) == (response.json()["id"], "in_person")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"date": (TODAY + dt.timedelta(days=3)).isoformat()},
+        {"date": "yesterday"},
+        {"mode": "carrier_pigeon"},
+        {"language": "xx"},
+        {"language": "fra"},
+        {"language": "FR"},
+        {"interpreter": "yes"},
+        {"interpreter": 1},
+        {"topics": ["Legal Stay"]},
+        {"topics": ["9bis"]},
+        {"topics": "legal_stay"},
+        {"topics": [f"t{i}" for i in range(21)]},
+        {"note": ""},
+        {"duration": 60},
+    ],
+)
+def test_session_is_validated(cases, issuer, change):
+    event, case_id = case_in(cases, issuer, "accepted")
+    before = snapshot(cases, event)
+
+    assert_problem(post_session(cases, issuer, case_id, {**SESSION, **change}), 422, "validation")
+    assert snapshot(cases, event) == before
+
+
+def test_decisions_are_recorded_as_the_persons_own(cases, issuer):
+    _, case_id = case_in(cases, issuer, "in-progress")
+
+    response = post_decision(
+        cases,
+        issuer,
+        case_id,
+        {"decision": "pursue_legal_stay", "option": "9ter", "date": TODAY.isoformat()},
+    )
+
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert (created["decided_by"], created["recorded_by"]) == ("client", "coach-1")
+    [decision] = read(cases, issuer, case_id, COACH)["decisions"]
+    assert (decision["decision"], decision["option"], decision["decided_by"]) == (
+        "pursue_legal_stay",
+        "9ter",
+        "client",
+    )
+    [(_, audit)] = outbox(cases, "audit.case-resolution.case-decision.create")
+    assert (audit.data["decision"], audit.data["option"]) == ("pursue_legal_stay", "9ter")
+    assert audit.data["decision_id"] == created["id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "slug"),
+    [
+        ({"decision": "give_up", "date": TODAY.isoformat()}, "validation"),
+        (
+            {"decision": "undecided", "date": (TODAY + dt.timedelta(days=3)).isoformat()},
+            "validation",
+        ),
+        ({"decision": "undecided"}, "validation"),
+        (
+            {"decision": "pursue_legal_stay", "option": "asylum", "date": TODAY.isoformat()},
+            "validation",
+        ),
+        ({"decision": "undecided", "date": TODAY.isoformat(), "decided_by": "coach"}, "validation"),
+        # An option goes with a legal-stay decision only.
+        ({"decision": "accept_return", "option": "9bis", "date": TODAY.isoformat()}, "invalid"),
+    ],
+)
+def test_decision_is_validated(cases, issuer, body, slug):
+    event, case_id = case_in(cases, issuer, "accepted")
+    before = snapshot(cases, event)
+
+    assert_problem(post_decision(cases, issuer, case_id, body), 422, slug)
+    assert snapshot(cases, event) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "decision", "step"),
+    [
+        (["informing"], "decline_return", "declined_by_client"),
+        (
+            ["informing", "considering", "registered", "preparing"],
+            "decline_return",
+            "declined_by_client",
+        ),
+        (["considering"], "accept_return", "registered"),
+        (["informing"], "accept_return", "registered"),
+    ],
+)
+def test_client_decision_moves_the_return_step(cases, issuer, path, decision, step):
+    event, case_id = case_in(cases, issuer, "in-progress", track="return")
+    for move in path:
+        assert post_step(cases, issuer, case_id, {"step": move}).status_code == 201
+
+    response = post_decision(
+        cases, issuer, case_id, {"decision": decision, "date": TODAY.isoformat()}, COUNSELLOR
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["return_step"] == step
+    body = read(cases, issuer, case_id, COUNSELLOR)
+    assert body["return_step"] == step
+    last = body["return_steps"][-1]
+    assert (last["previous_step"], last["step"]) == (path[-1], step)
+    assert last["decision_id"] == response.json()["id"]
+    assert case_of(cases, event).status == "in-progress"  # the task itself is the counsellor's call
+
+
+@pytest.mark.parametrize(
+    ("path", "decision"),
+    [
+        ([], "decline_return"),  # no step yet
+        (["considering", "registered", "preparing", "departed"], "decline_return"),
+        (["informing", "declined_by_client"], "decline_return"),
+        (["considering", "registered"], "accept_return"),
+        (["informing"], "undecided"),
+        (["informing"], "decline_legal_stay"),
+    ],
+)
+def test_client_decision_leaves_the_step_where_no_move_fits(cases, issuer, path, decision):
+    event, case_id = case_in(cases, issuer, "accepted", track="return")
+    for move in path:
+        assert post_step(cases, issuer, case_id, {"step": move}).status_code == 201
+
+    response = post_decision(
+        cases, issuer, case_id, {"decision": decision, "date": TODAY.isoformat()}, COUNSELLOR
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["return_step"] is None
+    assert case_of(cases, event).return_step == (path[-1] if path else None)
+    assert len(read(cases, issuer, case_id, COUNSELLOR)["return_steps"]) == len(path)
+
+
+def test_decline_return_on_a_legal_stay_case_is_only_recorded(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted")
+
+    response = post_decision(
+        cases, issuer, case_id, {"decision": "decline_return", "date": TODAY.isoformat()}
+    )
+
+    assert response.status_code == 201, response.text
+    assert case_of(cases, event).return_step is None
+
+
+@pytest.mark.parametrize("status", ["requested", "rejected", "completed", "cancelled", "failed"])
+def test_track_work_needs_an_active_track(cases, issuer, status):
+    legal_stay, ls_id = case_in(cases, issuer, status)
+    ret, ret_id = case_in(cases, issuer, status, track="return")
+    before = snapshot(cases, legal_stay), snapshot(cases, ret)
+
+    for response in (
+        put_option(cases, issuer, ls_id, "9bis", {"assessment": "viable"}),
+        post_step(cases, issuer, ret_id, {"step": "informing"}),
+        post_session(cases, issuer, ls_id, SESSION),
+        post_decision(
+            cases,
+            issuer,
+            ret_id,
+            {"decision": "decline_return", "date": TODAY.isoformat()},
+            COUNSELLOR,
+        ),
+    ):
+        assert_problem(response, 409, "track-not-active")
+    assert (snapshot(cases, legal_stay), snapshot(cases, ret)) == before
+
+
+def test_counsellor_cannot_record_work_on_a_legal_stay_case_of_their_own_office(cases, issuer):
+    # A counsellor sees only Fedasil cases: ICAM's case is as unknown to them as any other.
+    _, case_id = case_in(cases, issuer, "accepted")
+
+    assert_problem(post_session(cases, issuer, case_id, SESSION, COUNSELLOR), 404, "not-found")
+    assert_problem(
+        post_decision(
+            cases, issuer, case_id, {"decision": "undecided", "date": TODAY.isoformat()}, COUNSELLOR
+        ),
+        404,
+        "not-found",
+    )
+
+
+def test_case_read_shows_the_whole_case_and_no_bridge_identifier(cases, issuer):
+    event, case_id = case_in(cases, issuer, "in-progress", track="return", urgency="urgent")
+    assert post_step(cases, issuer, case_id, {"step": "informing"}).status_code == 201
+    assert post_session(cases, issuer, case_id, SESSION, COUNSELLOR).status_code == 201
+    assert (
+        post_decision(
+            cases, issuer, case_id, {"decision": "undecided", "date": TODAY.isoformat()}, COUNSELLOR
+        ).status_code
+        == 201
+    )
+
+    body = read(cases, issuer, case_id, COUNSELLOR)
+
+    assert set(body) == {
+        "case_id",
+        "case_ref",
+        "track",
+        "agency",
+        "office",
+        "urgency",
+        "routed_at",
+        "status",
+        "status_reason",
+        "status_note",
+        "outcome",
+        "outcome_category",
+        "closed_at",
+        "assignee",
+        "purposes",
+        "disclosed_categories",
+        "disclosure_status",
+        "disclosure",
+        "options",
+        "return_step",
+        "return_steps",
+        "sessions",
+        "decisions",
+        "created_at",
+        "updated_at",
+    }
+    assert (body["track"], body["agency"], body["urgency"], body["assignee"]) == (
+        "return",
+        FEDASIL,
+        "urgent",
+        "counsellor-1",
+    )
+    assert (body["return_step"], len(body["return_steps"]), body["options"]) == (
+        "informing",
+        1,
+        None,
+    )
+    assert (len(body["sessions"]), len(body["decisions"])) == (1, 1)
+    assert event.data["track_id"] not in json.dumps(body)
+
+
+def test_notes_and_package_never_reach_events_audit_records_or_logs(cases, issuer, caplog):
+    caplog.set_level(logging.DEBUG)
+    note = f"{NOTE_CANARY} the person told me"
+    legal_stay, ls_id = case_in(cases, issuer, "requested")
+    _, ret_id = case_in(cases, issuer, "requested", track="return")
+    today = TODAY.isoformat()
+
+    calls = [
+        act(cases, issuer, ls_id, "legal_stay", "accept", COACH),
+        act(
+            cases,
+            issuer,
+            ls_id,
+            "legal_stay",
+            "status",
+            COACH,
+            {"status": "on-hold", "reason": "medical", "note": note},
+        ),
+        act(
+            cases,
+            issuer,
+            ls_id,
+            "legal_stay",
+            "status",
+            COACH,
+            {"status": "in-progress", "note": note},
+        ),
+        put_option(cases, issuer, ls_id, "9ter", {"assessment": "applied", "note": note}),
+        post_session(cases, issuer, ls_id, {**SESSION, "note": note}),
+        post_decision(
+            cases, issuer, ls_id, {"decision": "pursue_legal_stay", "date": today, "note": note}
+        ),
+        act(
+            cases,
+            issuer,
+            ls_id,
+            "legal_stay",
+            "complete",
+            COACH,
+            {"outcome": "legal_stay", "note": note},
+        ),
+        act(cases, issuer, ret_id, "return", "accept", COUNSELLOR),
+        post_step(cases, issuer, ret_id, {"step": "considering", "note": note}),
+        post_decision(
+            cases,
+            issuer,
+            ret_id,
+            {"decision": "decline_return", "date": today, "note": note},
+            COUNSELLOR,
+        ),
+        act(
+            cases, issuer, ret_id, "return", "reject", COUNSELLOR, {"reason": "other", "note": note}
+        ),
+    ]
+    reads = [
+        cases.get(f"/v1/cases/{i}", headers=issuer.headers(**w))
+        for i, w in ((ls_id, COACH), (ret_id, COUNSELLOR))
+    ]
+    feed(cases, cancelled(legal_stay, reason="consent_withdrawn"))
+
+    assert [r.status_code for r in calls] == [200, 200, 200, 200, 201, 201, 200, 200, 201, 201, 409]
+    assert all(r.status_code == 200 and PACKAGE_CANARY in r.text for r in reads)
+    rows = outbox(cases)
+    assert {e.type.split(".")[0] for _, e in rows} == {"audit", "secondline"}
+    assert len(rows) > 15
+    for row, _ in rows:
+        raw = row.payload.decode() + row.headers
+        assert NOTE_CANARY not in raw and PACKAGE_CANARY not in raw
+    assert NOTE_CANARY not in caplog.text and PACKAGE_CANARY not in caplog.text
+    # The notes themselves stay in zone B's tables.
+    assert NOTE_CANARY in raw_rows(cases)
 
 
 # ---------------------------------------------------------------- who may call at all
@@ -573,6 +1886,219 @@ def test_task_transitions_follow_fhir_and_terminal_states_are_final():
             domain.check_transition(current=S.REQUESTED, target=needs_reason)
 
 
+S = TaskStatus
+# The performer's legal moves, written out from the FHIR Task table of the HL7 Gravity guide.
+PERFORMER_MOVES = {
+    (S.REQUESTED, S.ACCEPTED),
+    (S.REQUESTED, S.REJECTED),
+    (S.REQUESTED, S.CANCELLED),
+    (S.ACCEPTED, S.IN_PROGRESS),
+    (S.ACCEPTED, S.ON_HOLD),
+    (S.ACCEPTED, S.COMPLETED),
+    (S.ACCEPTED, S.FAILED),
+    (S.ACCEPTED, S.CANCELLED),
+    (S.IN_PROGRESS, S.ON_HOLD),
+    (S.IN_PROGRESS, S.COMPLETED),
+    (S.IN_PROGRESS, S.FAILED),
+    (S.IN_PROGRESS, S.CANCELLED),
+    (S.ON_HOLD, S.IN_PROGRESS),
+    (S.ON_HOLD, S.FAILED),
+    (S.ON_HOLD, S.CANCELLED),
+}
+WITH_REASON = {S.REJECTED, S.CANCELLED, S.ON_HOLD, S.FAILED}
+
+
+def _well_formed(target: TaskStatus) -> dict[str, Any]:
+    """A reason where the target needs one and an outcome where it is completion."""
+    return {
+        "reason": StatusReason.OTHER if target in WITH_REASON else None,
+        "outcome": Outcome.LEGAL_STAY if target == S.COMPLETED else None,
+    }
+
+
+def test_every_performer_transition_in_the_table_is_legal_and_every_other_is_a_conflict():
+    performer_targets = [s for s in S if s != S.REQUESTED]
+    for current in S:
+        for target in performer_targets:
+            kwargs = _well_formed(target)
+            if (current, target) in PERFORMER_MOVES:
+                domain.check_performer_change(current=current, target=target, **kwargs)
+            else:
+                with pytest.raises(domain.IllegalTransition):
+                    domain.check_performer_change(current=current, target=target, **kwargs)
+        # `requested` is the requester's to set, from anywhere.
+        with pytest.raises(domain.NotYourTrack):
+            domain.check_performer_change(current=current, target=S.REQUESTED)
+
+
+def test_statuses_that_need_a_reason_do_not_move_without_one():
+    for current, target in PERFORMER_MOVES:
+        if target in WITH_REASON:
+            with pytest.raises(domain.ReasonRequired):
+                domain.check_performer_change(current=current, target=target)
+
+
+def test_performer_cannot_claim_the_requesters_reasons_or_the_withdrawal_outcome():
+    for current, target in PERFORMER_MOVES:
+        if target in WITH_REASON:
+            for reason in (StatusReason.CONSENT_WITHDRAWN, StatusReason.REQUESTER_CANCELLED):
+                with pytest.raises(domain.ReasonNotAllowed):
+                    domain.check_performer_change(current=current, target=target, reason=reason)
+    with pytest.raises(domain.OutcomeNotAllowed):
+        domain.check_performer_change(
+            current=S.IN_PROGRESS, target=S.COMPLETED, outcome=Outcome.CONSENT_WITHDRAWN
+        )
+    # The bridge's side may use them.
+    domain.check_transition(
+        current=S.ACCEPTED, target=S.CANCELLED, reason=StatusReason.CONSENT_WITHDRAWN
+    )
+
+
+def test_a_reason_goes_only_where_needed_and_an_outcome_only_with_completion():
+    with pytest.raises(domain.ReasonNotAllowed):
+        domain.check_performer_change(
+            current=S.ON_HOLD, target=S.IN_PROGRESS, reason=StatusReason.MEDICAL
+        )
+    with pytest.raises(domain.ReasonNotAllowed):
+        domain.check_performer_change(
+            current=S.REQUESTED, target=S.ACCEPTED, reason=StatusReason.OTHER
+        )
+    with pytest.raises(domain.OutcomeNotAllowed):
+        domain.check_performer_change(current=S.ACCEPTED, target=S.COMPLETED)
+    with pytest.raises(domain.OutcomeNotAllowed):
+        domain.check_performer_change(
+            current=S.ACCEPTED,
+            target=S.FAILED,
+            reason=StatusReason.OTHER,
+            outcome=Outcome.NO_SOLUTION,
+        )
+
+
+def test_track_work_is_allowed_only_on_an_active_track():
+    for status in S:
+        if status in (S.ACCEPTED, S.IN_PROGRESS, S.ON_HOLD):
+            domain.check_track_work(status=status)
+        else:
+            with pytest.raises(domain.TrackNotActive):
+                domain.check_track_work(status=status)
+
+
+@pytest.mark.parametrize(
+    ("categories", "package"),
+    [
+        ([], {}),
+        (["needs"], {"needs": {}}),
+        (["health", "identity"], {"identity": {"display_name": "x"}, "health": {"health": {}}}),
+        ([c.value for c in DataCategory], {c.value: {} for c in DataCategory}),
+    ],
+)
+def test_disclosure_check_accepts_exactly_one_object_per_category(categories, package):
+    domain.check_disclosure(categories=categories, package=package)
+
+
+@pytest.mark.parametrize(
+    ("categories", "package"),
+    [
+        (["needs"], {"needs": {}, "health": {}}),  # a key not disclosed
+        (["needs", "health"], {"needs": {}}),  # a category without its object
+        ([], {"needs": {}}),
+        (["passport"], {"passport": {}}),
+        (["Needs"], {"Needs": {}}),
+        (["needs", "needs"], {"needs": {}}),
+        (["needs"], {"needs": []}),
+        (["needs"], {"needs": "shelter"}),
+        (["needs"], {"needs": None}),
+    ],
+)
+def test_disclosure_check_refuses_anything_else(categories, package):
+    with pytest.raises(domain.InvalidDisclosure):
+        domain.check_disclosure(categories=categories, package=package)
+
+
+R = ReturnStep
+# The legal return steps, written out from the design: in order, declining until departure,
+# reconsidering after declining, and `preparing` again to update the preparation.
+STEP_MOVES = {
+    (None, R.INFORMING),
+    (None, R.CONSIDERING),
+    (R.INFORMING, R.CONSIDERING),
+    (R.CONSIDERING, R.REGISTERED),
+    (R.REGISTERED, R.PREPARING),
+    (R.PREPARING, R.PREPARING),
+    (R.PREPARING, R.DEPARTED),
+    (R.DEPARTED, R.FOLLOW_UP),
+    (R.INFORMING, R.DECLINED_BY_CLIENT),
+    (R.CONSIDERING, R.DECLINED_BY_CLIENT),
+    (R.REGISTERED, R.DECLINED_BY_CLIENT),
+    (R.PREPARING, R.DECLINED_BY_CLIENT),
+    (R.DECLINED_BY_CLIENT, R.CONSIDERING),
+}
+
+
+def test_every_return_step_in_the_table_is_legal_and_every_other_is_a_conflict():
+    for current in [None, *R]:
+        for target in R:
+            if (current, target) in STEP_MOVES:
+                domain.check_step(current=current, target=target, with_preparation=False)
+            else:
+                with pytest.raises(domain.IllegalStep):
+                    domain.check_step(current=current, target=target, with_preparation=False)
+
+
+def test_preparation_details_go_with_the_preparing_step_only():
+    domain.check_step(current=R.REGISTERED, target=R.PREPARING, with_preparation=True)
+    domain.check_step(current=R.PREPARING, target=R.PREPARING, with_preparation=True)
+    for target in R:
+        if target != R.PREPARING:
+            with pytest.raises(Invalid):
+                domain.check_step(current=R.PREPARING, target=target, with_preparation=True)
+
+
+def test_client_decisions_move_a_return_case_only_where_a_move_fits():
+    D = ClientDecision
+    for current in [None, *R]:
+        declined = domain.step_after_decision(
+            track=Track.RETURN, decision=D.DECLINE_RETURN, current=current
+        )
+        may_decline = current in (R.INFORMING, R.CONSIDERING, R.REGISTERED, R.PREPARING)
+        assert declined == (R.DECLINED_BY_CLIENT if may_decline else None), current
+        accepted = domain.step_after_decision(
+            track=Track.RETURN, decision=D.ACCEPT_RETURN, current=current
+        )
+        assert accepted == (R.REGISTERED if current in (R.INFORMING, R.CONSIDERING) else None)
+        for other in (D.PURSUE_LEGAL_STAY, D.DECLINE_LEGAL_STAY, D.UNDECIDED):
+            assert (
+                domain.step_after_decision(track=Track.RETURN, decision=other, current=current)
+                is None
+            )
+    for decision in D:
+        assert (
+            domain.step_after_decision(
+                track=Track.LEGAL_STAY, decision=decision, current=R.INFORMING
+            )
+            is None
+        )
+
+
+def test_an_option_goes_only_with_a_legal_stay_decision():
+    D = ClientDecision
+    domain.check_decision(decision=D.PURSUE_LEGAL_STAY, option=domain.LegalStayOption.MEDICAL_9TER)
+    domain.check_decision(decision=D.DECLINE_LEGAL_STAY, option=None)
+    for decision in (D.ACCEPT_RETURN, D.DECLINE_RETURN, D.UNDECIDED):
+        domain.check_decision(decision=decision, option=None)
+        with pytest.raises(Invalid):
+            domain.check_decision(decision=decision, option=domain.LegalStayOption.OTHER)
+
+
+def test_only_legal_stay_has_options_and_only_return_has_steps():
+    domain.check_has_options(track=Track.LEGAL_STAY)
+    domain.check_has_steps(track=Track.RETURN)
+    with pytest.raises(NotFound):
+        domain.check_has_options(track=Track.RETURN)
+    with pytest.raises(NotFound):
+        domain.check_has_steps(track=Track.LEGAL_STAY)
+
+
 # ---------------------------------------------------------------- through the real NATS server
 
 
@@ -639,3 +2165,44 @@ def test_routed_track_reaches_the_queue_and_acceptance_reaches_the_stream(
                 return len(rows) >= 4 and unsent == 0
 
         eventually(all_sent, "every outbox row (event and audit records) to be published")
+
+
+@pytest.mark.nats
+def test_bad_package_is_dead_lettered_and_withdrawal_purges_through_the_real_server(
+    service_settings, nats_server, issuer
+):
+    url, passwords = nats_server.url, nats_server.passwords
+    with running(create_app(service_settings(Settings, "case-resolution"))) as client:
+        eventually(lambda: client.get("/readyz").status_code == 200, "the NATS link")
+        smuggled = routed(disclosure={"categories": ["needs"], "package": PACKAGE})
+        good = routed(track="return")
+        asyncio.run(_publish(url, passwords, [smuggled, good]))
+
+        [item] = eventually(
+            lambda: queue(client, issuer, FEDASIL_BRUSSELS), "the consumer to open the case"
+        )
+
+        def dead() -> list[DeadLetter]:
+            with Session(client.app.state.runtime.engine) as session:
+                return list(session.exec(select(DeadLetter)).all())
+
+        [letter] = eventually(dead, "the smuggled package to be dead-lettered")
+        assert (letter.event_id, letter.error) == (smuggled.id, "InvalidDisclosure")
+        assert queue(client, issuer, ICAM_BRUSSELS) == []
+        assert read(client, issuer, item["case_id"], COUNSELLOR)["disclosure"] == PACKAGE
+
+        asyncio.run(_publish(url, passwords, [cancelled(good, reason="consent_withdrawn")]))
+
+        def purged() -> bool:
+            return case_of(client, good).disclosure_status == "withdrawn"
+
+        eventually(purged, "the withdrawal to purge the package")
+        stored = case_of(client, good)
+        assert (stored.status, stored.status_reason, stored.disclosure) == (
+            "cancelled",
+            "consent_withdrawn",
+            None,
+        )
+        assert PACKAGE_CANARY not in raw_rows(client)
+        # No event went back to the bridge for a cancel it sent itself.
+        assert outbox(client, "secondline.") == []

@@ -1,13 +1,14 @@
-"""Events case-resolution consumes: tracks the referral bridge routed to an office queue."""
+"""Events case-resolution consumes from the referral bridge: tracks routed and cancelled."""
 
 from sqlmodel import Session
 
 from twoline_case_resolution import service
-from twoline_case_resolution.models import TrackRouted
+from twoline_case_resolution.models import TrackCancelled, TrackRouted
 from twoline_shared.events import Event
 from twoline_shared.inbox import ConsumerBinding
 
 TRACK_ROUTED = "secondline.referral.track.routed"
+TRACK_CANCELLED = "secondline.referral.track.cancelled"
 
 
 def on_track_routed(session: Session, event: Event) -> None:
@@ -18,10 +19,15 @@ def on_track_routed(session: Session, event: Event) -> None:
     service.open_case(session, routed=TrackRouted.model_validate(event.data))
 
 
+def on_track_cancelled(session: Session, event: Event) -> None:
+    """The requester cancelled the track, or the consent was withdrawn (F4): close and purge."""
+    service.cancel_by_requester(session, cancelled=TrackCancelled.model_validate(event.data))
+
+
 BINDINGS = [
     ConsumerBinding(
         stream="SECONDLINE",
         durable="case-resolution",
-        handlers={TRACK_ROUTED: on_track_routed},
+        handlers={TRACK_ROUTED: on_track_routed, TRACK_CANCELLED: on_track_cancelled},
     )
 ]

@@ -1,22 +1,36 @@
-"""Case rules without I/O: who performs which track, and who may set which task status from which.
+"""Case rules without I/O: who performs which track, which task status may follow which, what a
+disclosure package must look like, and the track work (options, return steps, client decisions).
 
 The status codes and the "who may set it" rule are those of FHIR Task in the HL7 Gravity
 closed-loop referral guide: the requester (the NGO, through the referral bridge) sets `requested`
 and may set `cancelled`; the performer (the second-line case worker) sets the rest.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Any
 
 from twoline_shared.auth import ROLE_AGENCY, Agency, Role
-from twoline_shared.codes import TaskStatus, Track
-from twoline_shared.errors import Conflict, Forbidden, Invalid
+from twoline_shared.codes import DataCategory, Outcome, StatusReason, TaskStatus, Track
+from twoline_shared.errors import Conflict, Forbidden, Invalid, NotFound
 from twoline_shared.tasks import MAY_SET, NEEDS_REASON, NEXT, TERMINAL, Party
+
+__all__ = ["MAY_SET", "NEEDS_REASON", "NEXT", "TERMINAL", "Party"]
 
 # The second-line role that performs each track; its agency is the one whose case holds the track.
 PERFORMER_ROLE: dict[Track, Role] = {
     Track.LEGAL_STAY: Role.ICAM_COACH,
     Track.RETURN: Role.RETURN_COUNSELLOR,
 }
+
+# Reasons only the requester's side knows to be true: the bridge sends them (F4), a case worker
+# cannot claim them.
+REQUESTER_REASONS = frozenset({StatusReason.CONSENT_WITHDRAWN, StatusReason.REQUESTER_CANCELLED})
+# Likewise an outcome that only a withdrawal through the bridge can produce.
+REQUESTER_OUTCOMES = frozenset({Outcome.CONSENT_WITHDRAWN})
+
+# The statuses in which the performer works on the track.
+ACTIVE = frozenset({TaskStatus.ACCEPTED, TaskStatus.IN_PROGRESS, TaskStatus.ON_HOLD})
 
 
 class NotYourTrack(Forbidden):
@@ -29,6 +43,26 @@ class IllegalTransition(Conflict):
 
 class ReasonRequired(Invalid):
     slug, title = "reason-required", "This status needs a reason"
+
+
+class ReasonNotAllowed(Invalid):
+    slug, title = "reason-not-allowed", "This reason cannot be set here"
+
+
+class OutcomeNotAllowed(Invalid):
+    slug, title = "outcome-not-allowed", "This outcome cannot be set here"
+
+
+class TrackNotActive(Conflict):
+    slug, title = "track-not-active", "The track is not being worked on"
+
+
+class IllegalStep(Conflict):
+    slug, title = "illegal-step", "The return track cannot move to that step"
+
+
+class InvalidDisclosure(Invalid):
+    slug, title = "invalid-disclosure", "The disclosure package breaks its contract"
 
 
 def agency_for(track: Track) -> Agency:
@@ -56,3 +90,173 @@ def check_transition(*, current: TaskStatus, target: TaskStatus, reason: str | N
         raise IllegalTransition(f"A task cannot move from {current.value!r} to {target.value!r}.")
     if target in NEEDS_REASON and not reason:
         raise ReasonRequired(f"Setting {target.value!r} needs a reason code.")
+
+
+def check_performer_change(
+    *,
+    current: TaskStatus,
+    target: TaskStatus,
+    reason: StatusReason | None = None,
+    outcome: Outcome | None = None,
+) -> None:
+    """The whole rule for a performer's status change: reason and outcome fit, the move is legal.
+
+    Raises ReasonNotAllowed / OutcomeNotAllowed / ReasonRequired (422) or IllegalTransition (409).
+    """
+    check_may_set(party=Party.PERFORMER, target=target)
+    if reason in REQUESTER_REASONS:
+        raise ReasonNotAllowed(f"Only the requester's side sets the reason {reason.value!r}.")
+    if reason is not None and target not in NEEDS_REASON:
+        raise ReasonNotAllowed(f"The status {target.value!r} takes no reason.")
+    if outcome in REQUESTER_OUTCOMES:
+        raise OutcomeNotAllowed(f"Only a withdrawal through the bridge sets {outcome.value!r}.")
+    if (outcome is not None) != (target == TaskStatus.COMPLETED):
+        raise OutcomeNotAllowed("An outcome is set when, and only when, the track is completed.")
+    check_transition(current=current, target=target, reason=reason)
+
+
+def check_track_work(*, status: TaskStatus) -> None:
+    """Raise TrackNotActive (409) unless the track is accepted, in progress or on hold."""
+    if status not in ACTIVE:
+        raise TrackNotActive(
+            f"Work is recorded only on an active track, not a {status.value!r} one."
+        )
+
+
+def check_track_in_path(*, case_track: Track, path_track: Track) -> None:
+    """Raise NotFound unless the case holds the track the path names."""
+    if case_track != path_track:
+        raise NotFound(f"This case holds no {path_track.value!r} track.")
+
+
+# ---------------------------------------------------------------- disclosure
+
+
+def check_disclosure(*, categories: list[str], package: Mapping[str, Any]) -> None:
+    """A package holds exactly one object per disclosed category, each a known code (F2).
+
+    Raises InvalidDisclosure: the consumer then dead-letters the event instead of storing data
+    the consent did not cover.
+    """
+    unknown = [c for c in categories if c not in DataCategory.__members__.values()]
+    if unknown:
+        raise InvalidDisclosure("The disclosure names a category that is not a data category.")
+    if len(set(categories)) != len(categories):
+        raise InvalidDisclosure("The disclosure names a category twice.")
+    if set(package) != set(categories):
+        raise InvalidDisclosure("The package keys are not exactly the disclosed categories.")
+    if not all(isinstance(value, dict) for value in package.values()):
+        raise InvalidDisclosure("Each category of the package must be an object.")
+
+
+# ---------------------------------------------------------------- legal stay: options
+
+
+class LegalStayOption(StrEnum):
+    HUMANITARIAN_9BIS = "9bis"
+    MEDICAL_9TER = "9ter"
+    FAMILY_REUNIFICATION = "family_reunification"
+    INTERNATIONAL_PROTECTION = "international_protection"
+    STATELESSNESS = "statelessness"
+    WORK_OR_STUDY_PERMIT = "work_or_study_permit"
+    OTHER = "other"
+
+
+class Assessment(StrEnum):
+    VIABLE = "viable"
+    NOT_VIABLE = "not_viable"
+    NEEDS_INFO = "needs_info"
+    APPLIED = "applied"
+    GRANTED = "granted"
+    REFUSED = "refused"
+
+
+def check_has_options(*, track: Track) -> None:
+    """Only the legal-stay track assesses options."""
+    if track != Track.LEGAL_STAY:
+        raise NotFound(f"A {track.value!r} track has no legal-stay options.")
+
+
+# ---------------------------------------------------------------- return: steps
+
+
+class ReturnStep(StrEnum):
+    INFORMING = "informing"
+    CONSIDERING = "considering"
+    REGISTERED = "registered"
+    PREPARING = "preparing"
+    DEPARTED = "departed"
+    FOLLOW_UP = "follow_up"
+    DECLINED_BY_CLIENT = "declined_by_client"
+
+
+R = ReturnStep
+
+# None is "no step yet". The person may decline until departure and reconsider after declining;
+# `preparing` may repeat, to update the preparation.
+STEP_NEXT: dict[ReturnStep | None, frozenset[ReturnStep]] = {
+    None: frozenset({R.INFORMING, R.CONSIDERING}),
+    R.INFORMING: frozenset({R.CONSIDERING, R.DECLINED_BY_CLIENT}),
+    R.CONSIDERING: frozenset({R.REGISTERED, R.DECLINED_BY_CLIENT}),
+    R.REGISTERED: frozenset({R.PREPARING, R.DECLINED_BY_CLIENT}),
+    R.PREPARING: frozenset({R.PREPARING, R.DEPARTED, R.DECLINED_BY_CLIENT}),
+    R.DEPARTED: frozenset({R.FOLLOW_UP}),
+    R.FOLLOW_UP: frozenset(),
+    R.DECLINED_BY_CLIENT: frozenset({R.CONSIDERING}),
+}
+
+
+def check_has_steps(*, track: Track) -> None:
+    """Only the return track goes through return steps."""
+    if track != Track.RETURN:
+        raise NotFound(f"A {track.value!r} track has no return steps.")
+
+
+def check_step(*, current: ReturnStep | None, target: ReturnStep, with_preparation: bool) -> None:
+    """Raise IllegalStep (409) unless `current -> target` is a legal step; preparation details
+    belong to the `preparing` step only (422)."""
+    if with_preparation and target != R.PREPARING:
+        raise Invalid("Preparation details belong to the 'preparing' step.")
+    if target not in STEP_NEXT[current]:
+        where = f"from {current.value!r}" if current else "as the first step"
+        raise IllegalStep(f"The return track cannot move {where} to {target.value!r}.")
+
+
+# ---------------------------------------------------------------- client decisions
+
+
+class ClientDecision(StrEnum):
+    PURSUE_LEGAL_STAY = "pursue_legal_stay"
+    DECLINE_LEGAL_STAY = "decline_legal_stay"
+    ACCEPT_RETURN = "accept_return"
+    DECLINE_RETURN = "decline_return"
+    UNDECIDED = "undecided"
+
+
+# The decisions that may name a legal-stay option.
+DECISIONS_WITH_OPTION = frozenset(
+    {ClientDecision.PURSUE_LEGAL_STAY, ClientDecision.DECLINE_LEGAL_STAY}
+)
+
+
+def check_decision(*, decision: ClientDecision, option: LegalStayOption | None) -> None:
+    """A legal-stay option only goes with a legal-stay decision (422)."""
+    if option is not None and decision not in DECISIONS_WITH_OPTION:
+        raise Invalid(f"The decision {decision.value!r} names no legal-stay option.")
+
+
+def step_after_decision(
+    *, track: Track, decision: ClientDecision, current: ReturnStep | None
+) -> ReturnStep | None:
+    """The return step a client decision moves a return case to, or None for no move.
+
+    The person keeps ownership of the decision: declining moves the case to `declined_by_client`
+    wherever that step is reachable; accepting registers a person still informing or considering.
+    """
+    if track != Track.RETURN:
+        return None
+    if decision == ClientDecision.DECLINE_RETURN and R.DECLINED_BY_CLIENT in STEP_NEXT[current]:
+        return R.DECLINED_BY_CLIENT
+    if decision == ClientDecision.ACCEPT_RETURN and current in (R.INFORMING, R.CONSIDERING):
+        return R.REGISTERED
+    return None

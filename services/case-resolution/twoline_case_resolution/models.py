@@ -4,25 +4,73 @@ A case knows its `track_id` (unique per referral *and* agency) and its own `case
 never the NGO's `client_ref` or the referral id, so ICAM and Fedasil share no identifier (F5).
 """
 
+import datetime as dt
 import secrets
 import uuid
 from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    StringConstraints,
+    computed_field,
+    field_validator,
+)
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
+from twoline_case_resolution.domain import (
+    Assessment,
+    ClientDecision,
+    LegalStayOption,
+    ReturnStep,
+)
 from twoline_shared.auth import Agency
-from twoline_shared.codes import TaskStatus, Track, Urgency
+from twoline_shared.codes import (
+    OUTCOME_CATEGORY,
+    DataCategory,
+    Outcome,
+    OutcomeCategory,
+    Purpose,
+    StatusReason,
+    TaskStatus,
+    Track,
+    Urgency,
+    is_language,
+)
 from twoline_shared.db import UtcDateTime, utcnow
 
 _REF_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+# A free-text note a case worker adds: zone B only, never in an event, audit record or log (F8).
+NOTE_MAX = 2000
+Note = Annotated[str, StringConstraints(min_length=1, max_length=NOTE_MAX)]
+TopicCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+
+# SQL NULL for None (not the JSON `null`), so a purged package leaves no value in the row (F4).
+NullableJSON = sa.JSON(none_as_null=True)
 
 
 def new_case_ref() -> str:
     """A fresh random pseudonym (40 bits), derived from nothing zone A knows (F5)."""
     return "K-" + "".join(secrets.choice(_REF_ALPHABET) for _ in range(8))
+
+
+def _not_in_future(value: dt.date) -> dt.date:
+    # A day of slack: a case worker east of UTC is already on tomorrow's date.
+    if value > dt.date.today() + dt.timedelta(days=1):
+        raise ValueError("the date cannot be in the future")
+    return value
+
+
+class DisclosureStatus(StrEnum):
+    DISCLOSED = "disclosed"
+    WITHDRAWN = "withdrawn"  # F4: the package is purged, the metadata stays
 
 
 class Case(SQLModel, table=True):
@@ -45,6 +93,223 @@ class Case(SQLModel, table=True):
     assignee: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    # The purposes of the consent the track went under.
+    purposes: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    # What was disclosed (codes; kept after a withdrawal) and the package itself (purged then).
+    disclosed_categories: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    disclosure: dict[str, Any] | None = Field(default=None, sa_type=NullableJSON)
+    disclosure_status: DisclosureStatus = Field(
+        default=DisclosureStatus.DISCLOSED, sa_type=sa.String(16)
+    )
+    status_reason: StatusReason | None = Field(default=None, sa_type=sa.String(32))
+    outcome: Outcome | None = Field(default=None, sa_type=sa.String(32))
+    # The note of the latest status change: free text, zone B only.
+    status_note: str | None = Field(default=None, max_length=NOTE_MAX)
+    closed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    return_step: ReturnStep | None = Field(default=None, sa_type=sa.String(32))
+
+
+# ---------------------------------------------------------------- track work tables
+
+
+class CaseOption(SQLModel, table=True):
+    """The current assessment of one legal-stay option of a case."""
+
+    __tablename__ = "case_options"
+
+    case_id: uuid.UUID = Field(foreign_key="cases.case_id", primary_key=True)
+    option: LegalStayOption = Field(primary_key=True, sa_type=sa.String(32))
+    assessment: Assessment = Field(sa_type=sa.String(16))
+    note: str | None = Field(default=None, max_length=NOTE_MAX)
+    assessed_by: str = Field(max_length=200)
+    assessed_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class CaseOptionAssessment(SQLModel, table=True):
+    """Every assessment ever made of an option: who (token `sub`) and when."""
+
+    __tablename__ = "case_option_assessments"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    case_id: uuid.UUID = Field(foreign_key="cases.case_id", index=True)
+    option: LegalStayOption = Field(sa_type=sa.String(32))
+    assessment: Assessment = Field(sa_type=sa.String(16))
+    note: str | None = Field(default=None, max_length=NOTE_MAX)
+    assessed_by: str = Field(max_length=200)
+    assessed_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class TravelDocuments(StrEnum):
+    NOT_STARTED = "not_started"
+    REQUESTED = "requested"
+    OBTAINED = "obtained"
+
+
+class FitToFly(StrEnum):
+    UNKNOWN = "unknown"
+    YES = "yes"
+    NO = "no"
+
+
+class ReintegrationPlan(StrEnum):
+    NONE = "none"
+    DRAFTED = "drafted"
+    AGREED = "agreed"
+
+
+class ReintegrationPartner(StrEnum):
+    IOM = "iom"
+    CARITAS = "caritas"
+    OTHER = "other"
+
+
+class Preparation(BaseModel):
+    """Where the preparation of a departure stands: codes only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    travel_documents: TravelDocuments = TravelDocuments.NOT_STARTED
+    fit_to_fly: FitToFly = FitToFly.UNKNOWN
+    reintegration_plan: ReintegrationPlan = ReintegrationPlan.NONE
+    partner: ReintegrationPartner | None = None
+
+
+class CaseReturnStep(SQLModel, table=True):
+    """One move of a return case to a step; the case keeps the current step."""
+
+    __tablename__ = "case_return_steps"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    case_id: uuid.UUID = Field(foreign_key="cases.case_id", index=True)
+    step: ReturnStep = Field(sa_type=sa.String(32))
+    previous_step: ReturnStep | None = Field(default=None, sa_type=sa.String(32))
+    preparation: dict[str, Any] | None = Field(default=None, sa_type=NullableJSON)
+    # Set when a client decision made the move.
+    decision_id: uuid.UUID | None = Field(default=None, foreign_key="case_decisions.id")
+    note: str | None = Field(default=None, max_length=NOTE_MAX)
+    recorded_by: str = Field(max_length=200)
+    recorded_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class SessionMode(StrEnum):
+    IN_PERSON = "in_person"
+    PHONE = "phone"
+    VIDEO = "video"
+
+
+class CaseSession(SQLModel, table=True):
+    """A counselling session with the person."""
+
+    __tablename__ = "case_sessions"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    case_id: uuid.UUID = Field(foreign_key="cases.case_id", index=True)
+    date: dt.date
+    mode: SessionMode = Field(sa_type=sa.String(16))
+    language: str | None = Field(default=None, max_length=2)
+    interpreter: bool
+    topics: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    note: str | None = Field(default=None, max_length=NOTE_MAX)
+    recorded_by: str = Field(max_length=200)
+    recorded_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class CaseDecision(SQLModel, table=True):
+    """A decision of the person, recorded as theirs: the person keeps ownership of it."""
+
+    __tablename__ = "case_decisions"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    case_id: uuid.UUID = Field(foreign_key="cases.case_id", index=True)
+    decision: ClientDecision = Field(sa_type=sa.String(32))
+    option: LegalStayOption | None = Field(default=None, sa_type=sa.String(32))
+    date: dt.date
+    decided_by: str = Field(default="client", max_length=16)
+    note: str | None = Field(default=None, max_length=NOTE_MAX)
+    recorded_by: str = Field(max_length=200)
+    recorded_at: datetime = Field(sa_type=UtcDateTime)
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+class RejectTrack(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: StatusReason
+    note: Note | None = None
+
+
+class ChangeStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal[
+        TaskStatus.IN_PROGRESS, TaskStatus.ON_HOLD, TaskStatus.FAILED, TaskStatus.CANCELLED
+    ]
+    reason: StatusReason | None = None
+    note: Note | None = None
+
+
+class CompleteTrack(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Outcome
+    note: Note | None = None
+
+
+class AssessOption(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    assessment: Assessment
+    note: Note | None = None
+
+
+class MoveReturnStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    step: ReturnStep
+    preparation: Preparation | None = None
+    note: Note | None = None
+
+
+class SessionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    date: dt.date
+    mode: SessionMode
+    language: str | None = None
+    interpreter: StrictBool
+    topics: list[TopicCode] = PydanticField(default_factory=list, max_length=20)
+    note: Note | None = None
+
+    @field_validator("language")
+    @classmethod
+    def _iso_language(cls, value: str | None) -> str | None:
+        if value is not None and not is_language(value):
+            raise ValueError("language must be an ISO 639-1 code, e.g. 'fr'")
+        return value
+
+    @field_validator("date")
+    @classmethod
+    def _date(cls, value: dt.date) -> dt.date:
+        return _not_in_future(value)
+
+
+class DecisionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: ClientDecision
+    option: LegalStayOption | None = None
+    date: dt.date
+    note: Note | None = None
+
+    @field_validator("date")
+    @classmethod
+    def _date(cls, value: dt.date) -> dt.date:
+        return _not_in_future(value)
+
+
+# ---------------------------------------------------------------- responses
 
 
 class QueueItemPublic(SQLModel):
@@ -61,7 +326,7 @@ class QueuePublic(SQLModel):
 
 
 class CasePublic(SQLModel):
-    """A case as its agency's office sees it: ids, codes and timestamps, no personal data."""
+    """A case as its agency's office sees it after a change: codes and timestamps, no package."""
 
     case_id: uuid.UUID
     case_ref: str
@@ -71,9 +336,94 @@ class CasePublic(SQLModel):
     urgency: Urgency
     routed_at: datetime
     status: TaskStatus
+    status_reason: StatusReason | None
+    status_note: str | None
+    outcome: Outcome | None
+    closed_at: datetime | None
     assignee: str | None
+    purposes: list[str]
+    disclosed_categories: list[str]
+    disclosure_status: DisclosureStatus
+    return_step: ReturnStep | None
     created_at: datetime
     updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def outcome_category(self) -> OutcomeCategory | None:
+        return OUTCOME_CATEGORY[self.outcome] if self.outcome else None
+
+
+class OptionPublic(SQLModel):
+    option: LegalStayOption
+    assessment: Assessment
+    note: str | None
+    assessed_by: str
+    assessed_at: datetime
+
+
+class ReturnStepPublic(SQLModel):
+    step: ReturnStep
+    previous_step: ReturnStep | None
+    preparation: Preparation | None
+    decision_id: uuid.UUID | None
+    note: str | None
+    recorded_by: str
+    recorded_at: datetime
+
+
+class SessionPublic(SQLModel):
+    id: uuid.UUID
+    date: dt.date
+    mode: SessionMode
+    language: str | None
+    interpreter: bool
+    topics: list[str]
+    note: str | None
+    recorded_by: str
+    recorded_at: datetime
+
+
+class DecisionPublic(SQLModel):
+    id: uuid.UUID
+    decision: ClientDecision
+    option: LegalStayOption | None
+    date: dt.date
+    decided_by: str
+    note: str | None
+    recorded_by: str
+    recorded_at: datetime
+    # Where the decision moved a return case (null: no move).
+    return_step: ReturnStep | None = None
+
+
+class CaseDetailPublic(CasePublic):
+    """A case with its disclosure and track work; reading it is an audited read (F9)."""
+
+    # Exactly the routed package, one object per disclosed category; null once withdrawn (F4).
+    disclosure: dict[DataCategory, dict[str, Any]] | None
+    # Legal stay only (null on a return case): the current assessment per option.
+    options: list[OptionPublic] | None
+    # Return only (null on a legal-stay case): every move, oldest first.
+    return_steps: list[ReturnStepPublic] | None
+    sessions: list[SessionPublic]
+    decisions: list[DecisionPublic]
+
+
+# ---------------------------------------------------------------- consumed events
+
+
+class Disclosure(BaseModel):
+    """The disclosure of a routed track: the categories and one object per category.
+
+    The shapes are checked here; that the package matches its categories exactly is
+    `domain.check_disclosure`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    categories: list[str] = PydanticField(max_length=len(DataCategory))
+    package: dict[str, Any]
 
 
 class TrackRouted(BaseModel):
@@ -88,3 +438,17 @@ class TrackRouted(BaseModel):
     office: str = PydanticField(min_length=1, max_length=100)
     urgency: Urgency
     routed_at: AwareDatetime
+    purposes: list[Purpose] = PydanticField(default_factory=list)
+    disclosure: Disclosure | None = None
+
+
+class TrackCancelled(BaseModel):
+    """The data of `secondline.referral.track.cancelled` (docs/events.md)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    track_id: str = PydanticField(min_length=1, max_length=64)
+    agency: Agency
+    status: Literal[TaskStatus.CANCELLED]
+    reason: StatusReason
+    at: AwareDatetime

@@ -4,13 +4,20 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import case as when
-from sqlalchemy import func, or_, update
-from sqlmodel import Session, select
+from sqlalchemy import func, null, or_, update
+from sqlmodel import Session, col, select
 
+from twoline_case_resolution.domain import ACTIVE, ReturnStep
 from twoline_case_resolution.models import (
     Case,
+    CaseDecision,
+    CaseOption,
+    CaseOptionAssessment,
+    CaseReturnStep,
+    CaseSession,
+    DisclosureStatus,
 )
-from twoline_shared.codes import TaskStatus, Urgency
+from twoline_shared.codes import Outcome, StatusReason, TaskStatus, Urgency
 
 
 def get_case_by_track(session: Session, *, track_id: str) -> Case | None:
@@ -68,6 +75,24 @@ def office_queue(
     return [], session.exec(total).one()
 
 
+def _update_case(session: Session, case: Case, *conditions: object, **values: object) -> bool:
+    """One conditional UPDATE of `case`; False when the conditions no longer hold.
+
+    The condition sits in the UPDATE itself: on Postgres a concurrent writer waits for the row
+    and re-checks it, so of two changes made from the same state only the first one wins.
+    """
+    result = session.exec(  # type: ignore[call-overload]
+        update(Case)
+        .where(Case.case_id == case.case_id, *conditions)  # type: ignore[arg-type]
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    session.refresh(case)
+    return True
+
+
 def set_status(
     session: Session,
     *,
@@ -76,19 +101,108 @@ def set_status(
     status: TaskStatus,
     assignee: str | None,
     at: datetime,
+    status_reason: StatusReason | None = None,
+    status_note: str | None = None,
+    outcome: Outcome | None = None,
+    closed_at: datetime | None = None,
 ) -> bool:
     """Move `case` from `expected` to `status`; False if it is no longer in `expected`.
 
-    The condition sits in the UPDATE itself so that two case workers accepting at once cannot
-    both win: the second one's UPDATE matches no row once the first has committed.
+    Two case workers accepting at once cannot both win: the second one's UPDATE matches no row
+    once the first has committed.
     """
-    result = session.exec(  # type: ignore[call-overload]
-        update(Case)
-        .where(Case.case_id == case.case_id, Case.status == expected)  # type: ignore[arg-type]
-        .values(status=status, assignee=assignee, updated_at=at)
-        .execution_options(synchronize_session=False)
+    return _update_case(
+        session,
+        case,
+        Case.status == expected,
+        status=status,
+        assignee=assignee,
+        status_reason=status_reason,
+        status_note=status_note,
+        outcome=outcome,
+        closed_at=closed_at,
+        updated_at=at,
     )
-    if result.rowcount != 1:
-        return False
-    session.refresh(case)
-    return True
+
+
+def purge_disclosure(session: Session, *, case: Case, at: datetime) -> bool:
+    """Drop the package from the row and mark it withdrawn; False if it was already (F4)."""
+    return _update_case(
+        session,
+        case,
+        Case.disclosure_status == DisclosureStatus.DISCLOSED,
+        disclosure=null(),
+        disclosure_status=DisclosureStatus.WITHDRAWN,
+        updated_at=at,
+    )
+
+
+def claim_active(session: Session, *, case: Case, at: datetime) -> bool:
+    """Touch the case if its track is still active; False otherwise.
+
+    Track work calls this before it writes: the UPDATE holds the case row until the transaction
+    ends, so a status change cannot close the track between the check and the write.
+    """
+    return _update_case(session, case, col(Case.status).in_(ACTIVE), updated_at=at)
+
+
+def set_return_step(
+    session: Session, *, case: Case, expected: ReturnStep | None, step: ReturnStep, at: datetime
+) -> bool:
+    """Move a return case from step `expected` to `step`; False if either moved meanwhile."""
+    current = Case.return_step.is_(None) if expected is None else Case.return_step == expected  # type: ignore[union-attr]
+    return _update_case(
+        session, case, current, col(Case.status).in_(ACTIVE), return_step=step, updated_at=at
+    )
+
+
+# ---------------------------------------------------------------- track work
+
+
+def get_option(session: Session, *, case_id: uuid.UUID, option: str) -> CaseOption | None:
+    return session.get(CaseOption, (case_id, option))
+
+
+def save_option(session: Session, *, current: CaseOption, history: CaseOptionAssessment) -> None:
+    session.add(current)
+    session.add(history)
+    session.flush()
+
+
+def add_row(session: Session, *, row: CaseReturnStep | CaseSession | CaseDecision) -> None:
+    session.add(row)
+    session.flush()
+
+
+def list_options(session: Session, *, case_id: uuid.UUID) -> list[CaseOption]:
+    return list(session.exec(select(CaseOption).where(CaseOption.case_id == case_id)).all())
+
+
+def list_return_steps(session: Session, *, case_id: uuid.UUID) -> list[CaseReturnStep]:
+    return list(
+        session.exec(
+            select(CaseReturnStep)
+            .where(CaseReturnStep.case_id == case_id)
+            .order_by(col(CaseReturnStep.recorded_at), col(CaseReturnStep.id))
+        ).all()
+    )
+
+
+def list_sessions(session: Session, *, case_id: uuid.UUID) -> list[CaseSession]:
+    return list(
+        session.exec(
+            select(CaseSession)
+            .where(CaseSession.case_id == case_id)
+            .order_by(col(CaseSession.date), col(CaseSession.recorded_at))
+        ).all()
+    )
+
+
+def list_decisions(session: Session, *, case_id: uuid.UUID) -> list[CaseDecision]:
+    return list(
+        session.exec(
+            select(CaseDecision)
+            .where(CaseDecision.case_id == case_id)
+            .order_by(col(CaseDecision.date), col(CaseDecision.recorded_at))
+        ).all()
+    )

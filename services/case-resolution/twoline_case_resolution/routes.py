@@ -1,19 +1,36 @@
-"""Case-resolution routes (zone B): ICAM coaches and Fedasil return counsellors, per office."""
+"""Case-resolution routes (zone B): ICAM coaches and Fedasil return counsellors, per office.
+
+Every route needs a second-line role; which of the two may act on a track is the service's rule
+(the track's performer), so a coach on a return track gets 403 `not-your-track`.
+"""
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, status
 
 from twoline_case_resolution import service
+from twoline_case_resolution.domain import LegalStayOption
 from twoline_case_resolution.models import (
+    AssessOption,
     Case,
+    CaseDetailPublic,
     CasePublic,
+    ChangeStatus,
+    CompleteTrack,
+    DecisionCreate,
+    DecisionPublic,
+    MoveReturnStep,
+    OptionPublic,
     QueueItemPublic,
     QueuePublic,
+    RejectTrack,
+    ReturnStepPublic,
+    SessionCreate,
+    SessionPublic,
 )
 from twoline_shared.auth import SecondLine
-from twoline_shared.codes import Track
+from twoline_shared.codes import TaskStatus, Track
 from twoline_shared.db import SessionDep
 from twoline_shared.pagination import PageDep
 
@@ -41,13 +58,122 @@ def read_queue(
     return QueuePublic(data=[QueueItemPublic.model_validate(r) for r in rows], count=count)
 
 
-@router.get("/cases/{case_id}", response_model=CasePublic)
+@router.get("/cases/{case_id}", response_model=CaseDetailPublic)
 def read_case(case: CurrentCase, session: SessionDep, principal: SecondLine):
-    """Read one case of your office, or one assigned to you."""
+    """Read one case of your office, or one assigned to you, with its disclosure (audited)."""
     return service.read_case(session, principal=principal, case=case)
 
 
 @router.post("/cases/{case_id}/tracks/{track}/accept", response_model=CasePublic)
 def accept_track(track: Track, case: CurrentCase, session: SessionDep, principal: SecondLine):
     """Accept the case's track (only from `requested`); you become its assignee."""
-    return service.accept_track(session, principal=principal, case=case, track=track)
+    return service.change_status(
+        session, principal=principal, case=case, track=track, target=TaskStatus.ACCEPTED
+    )
+
+
+@router.post("/cases/{case_id}/tracks/{track}/reject", response_model=CasePublic)
+def reject_track(
+    track: Track, body: RejectTrack, case: CurrentCase, session: SessionDep, principal: SecondLine
+):
+    """Reject the case's track (only from `requested`), with a reason code."""
+    return service.change_status(
+        session,
+        principal=principal,
+        case=case,
+        track=track,
+        target=TaskStatus.REJECTED,
+        reason=body.reason,
+        note=body.note,
+    )
+
+
+@router.post("/cases/{case_id}/tracks/{track}/status", response_model=CasePublic)
+def change_track_status(
+    track: Track, body: ChangeStatus, case: CurrentCase, session: SessionDep, principal: SecondLine
+):
+    """Move the track to in-progress, on-hold, failed or cancelled (the last three with a reason)."""
+    return service.change_status(
+        session,
+        principal=principal,
+        case=case,
+        track=track,
+        target=body.status,
+        reason=body.reason,
+        note=body.note,
+    )
+
+
+@router.post("/cases/{case_id}/tracks/{track}/complete", response_model=CasePublic)
+def complete_track(
+    track: Track,
+    body: CompleteTrack,
+    case: CurrentCase,
+    session: SessionDep,
+    principal: SecondLine,
+):
+    """Complete the track with its outcome code."""
+    return service.change_status(
+        session,
+        principal=principal,
+        case=case,
+        track=track,
+        target=TaskStatus.COMPLETED,
+        outcome=body.outcome,
+        note=body.note,
+    )
+
+
+@router.put("/cases/{case_id}/tracks/{track}/options/{option}", response_model=OptionPublic)
+def assess_option(
+    track: Track,
+    option: LegalStayOption,
+    body: AssessOption,
+    case: CurrentCase,
+    session: SessionDep,
+    principal: SecondLine,
+):
+    """Assess one legal-stay option of an active legal-stay track (every assessment is kept)."""
+    return service.assess_option(
+        session, principal=principal, case=case, track=track, option=option, body=body
+    )
+
+
+@router.post(
+    "/cases/{case_id}/tracks/{track}/steps",
+    response_model=ReturnStepPublic,
+    status_code=status.HTTP_201_CREATED,
+)
+def move_return_step(
+    track: Track,
+    body: MoveReturnStep,
+    case: CurrentCase,
+    session: SessionDep,
+    principal: SecondLine,
+):
+    """Move an active return track to its next step."""
+    return service.move_return_step(session, principal=principal, case=case, track=track, body=body)
+
+
+@router.post(
+    "/cases/{case_id}/sessions",
+    response_model=SessionPublic,
+    status_code=status.HTTP_201_CREATED,
+)
+def record_session(
+    body: SessionCreate, case: CurrentCase, session: SessionDep, principal: SecondLine
+):
+    """Record a counselling session on an active track."""
+    return service.record_session(session, principal=principal, case=case, body=body)
+
+
+@router.post(
+    "/cases/{case_id}/decisions",
+    response_model=DecisionPublic,
+    status_code=status.HTTP_201_CREATED,
+)
+def record_decision(
+    body: DecisionCreate, case: CurrentCase, session: SessionDep, principal: SecondLine
+):
+    """Record the person's own decision on an active track (it is theirs, not the case worker's)."""
+    return service.record_decision(session, principal=principal, case=case, body=body)

@@ -1,18 +1,38 @@
 """Case use cases: load, apply the rule, save, queue events and audit records."""
 
+import logging
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 
 from sqlmodel import Session
 
 from twoline_case_resolution import domain, repository
+from twoline_case_resolution.domain import ClientDecision, LegalStayOption, ReturnStep
 from twoline_case_resolution.models import (
+    AssessOption,
     Case,
+    CaseDecision,
+    CaseDetailPublic,
+    CaseOption,
+    CaseOptionAssessment,
+    CaseReturnStep,
+    CaseSession,
+    DecisionCreate,
+    DecisionPublic,
+    DisclosureStatus,
+    MoveReturnStep,
+    OptionPublic,
+    ReturnStepPublic,
+    SessionCreate,
+    SessionPublic,
+    TrackCancelled,
     TrackRouted,
     new_case_ref,
 )
 from twoline_shared.audit import record_audit
 from twoline_shared.auth import Principal
-from twoline_shared.codes import TaskStatus, Track
+from twoline_shared.codes import Outcome, StatusReason, TaskStatus, Track
 from twoline_shared.db import utcnow
 from twoline_shared.errors import Invalid, NotFound
 from twoline_shared.events import new_event
@@ -20,6 +40,20 @@ from twoline_shared.outbox import add_event
 
 SERVICE = "case-resolution"
 SOURCE = "twoline/case-resolution"
+
+log = logging.getLogger("twoline.case_resolution")
+
+# The event each performer status announces (docs/events.md); the rest are `status-changed`.
+_EVENT_VERB = {
+    TaskStatus.ACCEPTED: "accepted",
+    TaskStatus.REJECTED: "rejected",
+    TaskStatus.COMPLETED: "completed",
+}
+_AUDIT_ACTION = {
+    TaskStatus.ACCEPTED: "accept",
+    TaskStatus.REJECTED: "reject",
+    TaskStatus.COMPLETED: "complete",
+}
 
 
 def _fresh_case_ref(session: Session) -> str:
@@ -32,6 +66,9 @@ def _fresh_case_ref(session: Session) -> str:
     return new_case_ref()
 
 
+# ---------------------------------------------------------------- events from the bridge
+
+
 def open_case(session: Session, *, routed: TrackRouted) -> Case:
     """Open the case for a routed track; routing the same track again changes nothing."""
     existing = repository.get_case_by_track(session, track_id=routed.track_id)
@@ -39,6 +76,10 @@ def open_case(session: Session, *, routed: TrackRouted) -> Case:
         return existing
     if domain.agency_for(routed.track) != routed.agency:
         raise Invalid(f"A {routed.track.value!r} track cannot go to {routed.agency.value!r}.")
+    categories = list(routed.disclosure.categories) if routed.disclosure else []
+    package = dict(routed.disclosure.package) if routed.disclosure else {}
+    # F2: store exactly the consented categories, or nothing (the event is dead-lettered).
+    domain.check_disclosure(categories=categories, package=package)
     case = Case(
         # F5: a fresh pseudonym, derived from nothing that zone A knows.
         case_ref=_fresh_case_ref(session),
@@ -48,6 +89,10 @@ def open_case(session: Session, *, routed: TrackRouted) -> Case:
         office=routed.office,
         urgency=routed.urgency,
         routed_at=routed.routed_at,
+        purposes=[p.value for p in routed.purposes],
+        disclosed_categories=categories,
+        disclosure=package,
+        disclosure_status=DisclosureStatus.DISCLOSED,
     )
     repository.add_case(session, case=case)
     record_audit(
@@ -60,8 +105,72 @@ def open_case(session: Session, *, routed: TrackRouted) -> Case:
         track_id=case.track_id,
         track=case.track,
         status=case.status,
+        categories=categories,
     )
     return case
+
+
+def cancel_by_requester(session: Session, *, cancelled: TrackCancelled) -> Case | None:
+    """The requester cancelled the track: close the case; on withdrawal purge the package (F4).
+
+    No event goes back: the bridge sent this one. Applying it twice changes nothing more.
+    """
+    case = repository.get_case_by_track(session, track_id=cancelled.track_id)
+    if case is None:
+        log.info("track %s was cancelled but no case holds it; ignored", cancelled.track_id)
+        return None
+    if case.agency != cancelled.agency:
+        raise Invalid("The cancelled track belongs to another agency.")
+    current = TaskStatus(case.status)
+    target = TaskStatus.CANCELLED
+    at = utcnow()
+    if current not in domain.TERMINAL:
+        domain.check_may_set(party=domain.Party.REQUESTER, target=target)
+        domain.check_transition(current=current, target=target, reason=cancelled.reason)
+        if not repository.set_status(
+            session,
+            case=case,
+            expected=current,
+            status=target,
+            assignee=case.assignee,
+            status_reason=cancelled.reason,
+            closed_at=cancelled.at,
+            at=at,
+        ):
+            # A case worker changed it meanwhile: raising retries the event on the new state.
+            raise domain.IllegalTransition("The task changed meanwhile.")
+        record_audit(
+            session,
+            service=SERVICE,
+            action="cancel",
+            actor=None,
+            resource_type="case",
+            resource_id=str(case.case_id),
+            track_id=case.track_id,
+            track=case.track,
+            previous_status=current,
+            status=target,
+            reason=cancelled.reason,
+        )
+    # F4: withdrawal purges the package whatever the task's status; the metadata stays.
+    if cancelled.reason == StatusReason.CONSENT_WITHDRAWN and repository.purge_disclosure(
+        session, case=case, at=at
+    ):
+        record_audit(
+            session,
+            service=SERVICE,
+            action="purge",
+            actor=None,
+            resource_type="case-disclosure",
+            resource_id=str(case.case_id),
+            track_id=case.track_id,
+            categories=list(case.disclosed_categories),
+            reason=cancelled.reason,
+        )
+    return case
+
+
+# ---------------------------------------------------------------- reading
 
 
 def read_queue(
@@ -98,7 +207,35 @@ def load_case(session: Session, *, principal: Principal, case_id: uuid.UUID) -> 
     return case
 
 
-def read_case(session: Session, *, principal: Principal, case: Case) -> Case:
+def read_case(session: Session, *, principal: Principal, case: Case) -> CaseDetailPublic:
+    """The case with its disclosure and track work; the read and its categories are audited (F9)."""
+    disclosed = case.disclosure_status == DisclosureStatus.DISCLOSED and case.disclosure is not None
+    package = case.disclosure if disclosed else None
+    order = list(LegalStayOption)
+    options = sorted(
+        repository.list_options(session, case_id=case.case_id),
+        key=lambda o: order.index(LegalStayOption(o.option)),
+    )
+    is_legal_stay, is_return = case.track == Track.LEGAL_STAY, case.track == Track.RETURN
+    steps = repository.list_return_steps(session, case_id=case.case_id) if is_return else []
+    detail = CaseDetailPublic.model_validate(
+        case,
+        update={
+            "disclosure": package,
+            "options": [OptionPublic.model_validate(o) for o in options] if is_legal_stay else None,
+            "return_steps": [ReturnStepPublic.model_validate(s) for s in steps]
+            if is_return
+            else None,
+            "sessions": [
+                SessionPublic.model_validate(s)
+                for s in repository.list_sessions(session, case_id=case.case_id)
+            ],
+            "decisions": [
+                DecisionPublic.model_validate(d)
+                for d in repository.list_decisions(session, case_id=case.case_id)
+            ],
+        },
+    )
     record_audit(
         session,
         service=SERVICE,
@@ -107,48 +244,295 @@ def read_case(session: Session, *, principal: Principal, case: Case) -> Case:
         resource_type="case",
         resource_id=str(case.case_id),
         track_id=case.track_id,
+        # F9: which categories of personal data this read showed (codes, never values).
+        categories=sorted(package) if package else [],
     )
-    return case
+    return detail
 
 
-def accept_track(session: Session, *, principal: Principal, case: Case, track: Track) -> Case:
-    """The performer accepts the track and becomes its assignee; announced by ids and codes."""
-    target = TaskStatus.ACCEPTED
-    performer = domain.performs(roles=principal.roles, agency=principal.agency, track=track)
-    domain.check_may_set(party=domain.Party.PERFORMER if performer else None, target=target)
-    if case.track != track:
-        raise NotFound(f"Case {case.case_id} holds no {track.value!r} track.")
+# ---------------------------------------------------------------- the task status
+
+
+def _check_performer(principal: Principal, case: Case, track: Track) -> None:
+    """403 unless the caller performs `track`; 404 unless the case holds it."""
+    if not domain.performs(roles=principal.roles, agency=principal.agency, track=track):
+        raise domain.NotYourTrack(f"You do not perform {track.value!r} tracks.")
+    domain.check_track_in_path(case_track=Track(case.track), path_track=track)
+
+
+def change_status(
+    session: Session,
+    *,
+    principal: Principal,
+    case: Case,
+    track: Track,
+    target: TaskStatus,
+    reason: StatusReason | None = None,
+    outcome: Outcome | None = None,
+    note: str | None = None,
+) -> Case:
+    """The performer moves the track's task; announced once, by ids and codes only (F6, F8)."""
+    _check_performer(principal, case, track)
     current = TaskStatus(case.status)
-    domain.check_transition(current=current, target=target)
+    domain.check_performer_change(current=current, target=target, reason=reason, outcome=outcome)
     at = utcnow()
+    # Accepting makes the caller the assignee; later changes keep whoever accepted.
+    assignee = principal.sub if target == TaskStatus.ACCEPTED else case.assignee
     if not repository.set_status(
-        session, case=case, expected=current, status=target, assignee=principal.sub, at=at
+        session,
+        case=case,
+        expected=current,
+        status=target,
+        assignee=assignee,
+        status_reason=reason,
+        status_note=note,
+        outcome=outcome,
+        closed_at=at if target in domain.TERMINAL else None,
+        at=at,
     ):
         raise domain.IllegalTransition("The task changed meanwhile; reload it.")
     add_event(
         session,
         new_event(
             source=SOURCE,
-            type="secondline.case.track.accepted",
+            type=f"secondline.case.track.{_EVENT_VERB.get(target, 'status-changed')}",
             subject=case.track_id,
             track_id=case.track_id,
             case_id=str(case.case_id),
             track=case.track,
             agency=case.agency,
             office=case.office,
+            previous_status=current,
             status=target,
+            reason=reason,
+            outcome=outcome,
             at=at.isoformat(),
         ),
     )
     record_audit(
         session,
         service=SERVICE,
-        action="accept",
+        action=_AUDIT_ACTION.get(target, "update"),
         actor=principal,
         resource_type="case",
         resource_id=str(case.case_id),
         track_id=case.track_id,
         track=case.track,
+        previous_status=current,
         status=target,
+        reason=reason,
+        outcome=outcome,
     )
     return case
+
+
+# ---------------------------------------------------------------- track work
+
+
+def _start_work(
+    session: Session,
+    *,
+    principal: Principal,
+    case: Case,
+    track: Track,
+    check_kind: Callable[..., None] | None = None,
+) -> datetime:
+    """Check the caller may do this work on the track now, and hold the case row until commit."""
+    _check_performer(principal, case, track)
+    if check_kind is not None:
+        check_kind(track=track)
+    domain.check_track_work(status=TaskStatus(case.status))
+    at = utcnow()
+    if not repository.claim_active(session, case=case, at=at):
+        raise domain.TrackNotActive("The track closed meanwhile; reload it.")
+    return at
+
+
+def _audit_work(
+    session: Session, *, principal: Principal, case: Case, action: str, kind: str, **codes: object
+) -> None:
+    record_audit(
+        session,
+        service=SERVICE,
+        action=action,
+        actor=principal,
+        resource_type=kind,
+        resource_id=str(case.case_id),
+        track_id=case.track_id,
+        track=case.track,
+        **codes,
+    )
+
+
+def assess_option(
+    session: Session,
+    *,
+    principal: Principal,
+    case: Case,
+    track: Track,
+    option: LegalStayOption,
+    body: AssessOption,
+) -> CaseOption:
+    """Set the current assessment of a legal-stay option, keeping every assessment made."""
+    at = _start_work(
+        session, principal=principal, case=case, track=track, check_kind=domain.check_has_options
+    )
+    current = repository.get_option(session, case_id=case.case_id, option=option)
+    created = current is None
+    if current is None:
+        current = CaseOption(
+            case_id=case.case_id,
+            option=option,
+            assessment=body.assessment,
+            assessed_by=principal.sub,
+            assessed_at=at,
+        )
+    current.assessment, current.note = body.assessment, body.note
+    current.assessed_by, current.assessed_at = principal.sub, at
+    history = CaseOptionAssessment(
+        case_id=case.case_id,
+        option=option,
+        assessment=body.assessment,
+        note=body.note,
+        assessed_by=principal.sub,
+        assessed_at=at,
+    )
+    repository.save_option(session, current=current, history=history)
+    _audit_work(
+        session,
+        principal=principal,
+        case=case,
+        action="create" if created else "update",
+        kind="case-option",
+        option=option,
+        assessment=body.assessment,
+    )
+    return current
+
+
+def _move_step(
+    session: Session,
+    *,
+    principal: Principal,
+    case: Case,
+    step: ReturnStep,
+    at: datetime,
+    preparation: dict[str, object] | None = None,
+    note: str | None = None,
+    decision_id: uuid.UUID | None = None,
+) -> CaseReturnStep:
+    """Write a move the caller has checked: the step machine's, or a client decision's."""
+    current = ReturnStep(case.return_step) if case.return_step else None
+    if not repository.set_return_step(session, case=case, expected=current, step=step, at=at):
+        raise domain.IllegalStep("The return step changed meanwhile; reload it.")
+    row = CaseReturnStep(
+        case_id=case.case_id,
+        step=step,
+        previous_step=current,
+        preparation=preparation,
+        decision_id=decision_id,
+        note=note,
+        recorded_by=principal.sub,
+        recorded_at=at,
+    )
+    repository.add_row(session, row=row)
+    _audit_work(
+        session,
+        principal=principal,
+        case=case,
+        action="update",
+        kind="case-return-step",
+        previous_step=current,
+        step=step,
+        decision_id=str(decision_id) if decision_id else None,
+    )
+    return row
+
+
+def move_return_step(
+    session: Session, *, principal: Principal, case: Case, track: Track, body: MoveReturnStep
+) -> CaseReturnStep:
+    """Move a return case to its next step (or update the preparation while preparing)."""
+    at = _start_work(
+        session, principal=principal, case=case, track=track, check_kind=domain.check_has_steps
+    )
+    # The case row is held since _start_work: the step read here is the one the move replaces.
+    current = ReturnStep(case.return_step) if case.return_step else None
+    domain.check_step(
+        current=current, target=body.step, with_preparation=body.preparation is not None
+    )
+    return _move_step(
+        session,
+        principal=principal,
+        case=case,
+        step=body.step,
+        at=at,
+        preparation=body.preparation.model_dump(mode="json") if body.preparation else None,
+        note=body.note,
+    )
+
+
+def record_session(
+    session: Session, *, principal: Principal, case: Case, body: SessionCreate
+) -> CaseSession:
+    """Record a counselling session on the case."""
+    at = _start_work(session, principal=principal, case=case, track=Track(case.track))
+    row = CaseSession(
+        case_id=case.case_id,
+        date=body.date,
+        mode=body.mode,
+        language=body.language,
+        interpreter=body.interpreter,
+        topics=list(body.topics),
+        note=body.note,
+        recorded_by=principal.sub,
+        recorded_at=at,
+    )
+    repository.add_row(session, row=row)
+    _audit_work(
+        session,
+        principal=principal,
+        case=case,
+        action="create",
+        kind="case-session",
+        session_id=str(row.id),
+        mode=row.mode,
+    )
+    return row
+
+
+def record_decision(
+    session: Session, *, principal: Principal, case: Case, body: DecisionCreate
+) -> DecisionPublic:
+    """Record the person's own decision; on a return case it may move the return step."""
+    at = _start_work(session, principal=principal, case=case, track=Track(case.track))
+    domain.check_decision(decision=body.decision, option=body.option)
+    row = CaseDecision(
+        case_id=case.case_id,
+        decision=body.decision,
+        option=body.option,
+        date=body.date,
+        decided_by="client",
+        note=body.note,
+        recorded_by=principal.sub,
+        recorded_at=at,
+    )
+    repository.add_row(session, row=row)
+    _audit_work(
+        session,
+        principal=principal,
+        case=case,
+        action="create",
+        kind="case-decision",
+        decision_id=str(row.id),
+        decision=ClientDecision(row.decision),
+        option=row.option,
+    )
+    # The person's own decision has its own rule (it may register someone still informing).
+    current = ReturnStep(case.return_step) if case.return_step else None
+    step = domain.step_after_decision(
+        track=Track(case.track), decision=body.decision, current=current
+    )
+    if step is not None:
+        _move_step(session, principal=principal, case=case, step=step, at=at, decision_id=row.id)
+    return DecisionPublic.model_validate(row, update={"return_step": step})
