@@ -19,6 +19,10 @@ bootstrap: $(UV)
 run: bootstrap
 	$(UV) run --frozen twoline run
 
+## demo: the dual-track story against the stack `make run` started (in another terminal)
+demo: bootstrap
+	$(UV) run --frozen twoline demo
+
 ## test: ruff (format + check), then the whole suite
 test: lint pytest
 

@@ -1,4 +1,5 @@
-"""`twoline run` (what `make run` starts): all five services up, tokens work, SIGINT leaves no orphan."""
+"""`twoline run` (what `make run` starts): all five services up, tokens work, `twoline demo` tells
+its story against it, and SIGINT leaves no orphan."""
 
 import os
 import signal
@@ -52,7 +53,7 @@ def twoline(*args: str, env: dict[str, str]) -> str:
     return result.stdout.strip()
 
 
-def test_run_starts_every_service_accepts_its_tokens_and_stops_cleanly(tmp_path):
+def test_run_starts_every_service_runs_the_demo_and_stops_cleanly(tmp_path):
     ports = {s.name: free_port() for s in SERVICES}
     issuer_port, nats_port = free_port(), free_port()
     env = {
@@ -104,6 +105,24 @@ def test_run_starts_every_service_accepts_its_tokens_and_stops_cleanly(tmp_path)
             "token", "--role", "ngo_caseworker", "--org", "ngo-ghent", "--ttl", "-120", env=env
         )
         assert httpx.get(intake, headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+
+        # `make demo` against the same stack: the whole dual-track story through the real APIs.
+        demo = subprocess.run(
+            [sys.executable, "-m", "twoline.cli", "demo", "--timeout", "30"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        for line in (
+            "the NGO sees legal_stay: completed",
+            "the NGO sees return: on-hold",
+            "step declined_by_client",
+            "outcome=legal_stay",
+            "demo complete",
+        ):
+            assert line in demo.stdout, demo.stdout
 
         descendants = children_of(stack.pid)
         assert len(descendants) >= 7  # nats-server, issuer, five services

@@ -1,4 +1,4 @@
-"""The `twoline` command: run the embedded stack, mint dev tokens, provision NATS."""
+"""The `twoline` command: run the embedded stack, mint dev tokens, drive the demo, provision NATS."""
 
 import argparse
 import os
@@ -67,6 +67,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Drive the dual-track story against the running `twoline run` stack."""
+    from twoline.demo import run_demo
+
+    return run_demo(
+        data_dir=Path(args.data_dir),
+        issuer_port=args.issuer_port,
+        out=sys.stdout,
+        timeout=args.timeout,
+    )
+
+
 def cmd_nats_provision(args: argparse.Namespace) -> int:
     """Create streams and durable consumers (idempotent) with the per-account admin users."""
     from twoline.natsserver import ADMINS, USERS, load_passwords, run_provision
@@ -104,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--data-dir", default=str(DATA_DIR))
     token.add_argument("--issuer-port", type=int, default=ISSUER_PORT)
     token.set_defaults(func=cmd_token)
+
+    demo = sub.add_parser("demo", help="drive the dual-track story against `twoline run`")
+    demo.add_argument("--data-dir", default=str(DATA_DIR))
+    demo.add_argument("--issuer-port", type=int, default=ISSUER_PORT)
+    demo.add_argument("--timeout", type=float, default=30.0, help="seconds per step")
+    demo.set_defaults(func=cmd_demo)
 
     issuer = sub.add_parser("issuer", help="serve the dev token issuer's JWKS")
     issuer.add_argument("--host", default="127.0.0.1")

@@ -1,8 +1,11 @@
 """Intake service: client records under a pseudonym, org scoping (F7), the wall against zone B
-and auditors (F1), validation without echo, and id-only events and audit records (F8)."""
+and auditors (F1), validation without echo, id-only events and audit records (F8), and the
+disclosure call only the bridge may make, answering exactly the asked categories (F2)."""
 
+import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,11 +18,19 @@ from tests.conftest import (
     ICAM_BRUSSELS,
     NGO_GHENT,
     assert_problem,
+    eventually,
     running,
 )
+from twoline.natsserver import credential
 from twoline_intake.app import create_app
+from twoline_intake.calls import DISCLOSURE
 from twoline_intake.config import Settings
+from twoline_intake.domain import CATEGORY_FIELDS, FIELD_CATEGORY, disclosure_package
 from twoline_intake.models import Client
+from twoline_shared.broker import connect
+from twoline_shared.calls import call
+from twoline_shared.codes import DataCategory
+from twoline_shared.errors import Invalid, NotFound, Unavailable
 from twoline_shared.outbox import OutboxMessage
 
 NGO_ANTWERP = {"role": "ngo_caseworker", "org": "ngo-antwerp"}
@@ -362,3 +373,136 @@ def test_out_of_range_paging_is_422_on_list_routes(intake, issuer, query):
     assert_problem(
         intake.get(f"/v1/clients/{ref}/contacts?{query}", headers=ngo), 422, "validation"
     )
+
+
+# ---------------------------------------------------------------- the disclosure call (F2)
+
+
+@pytest.fixture
+def intake_on_nats(service_settings, nats_server) -> Iterator[TestClient]:
+    """Intake answering `svc.intake.disclosure` on the project's own nats-server."""
+    with running(create_app(service_settings(Settings, "intake"))) as client:
+        eventually(lambda: client.get("/readyz").status_code == 200, "intake's NATS link")
+        yield client
+
+
+def ask(nats_server, payload: Any, *, user: str = "referral-fl", wait: float = 5) -> dict[str, Any]:
+    """Ask intake over NATS as the bridge's first-line user would."""
+
+    async def go() -> dict[str, Any]:
+        nc = await connect(nats_server.url, credential(user, nats_server.passwords), name=user)
+        try:
+            return await call(nc, DISCLOSURE, payload, wait=wait)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def audit_rows(client: TestClient, action: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(r.payload)["data"]
+        for r in outbox(client)
+        if r.subject == f"audit.intake.client.{action}"
+    ]
+
+
+@pytest.mark.nats
+def test_disclosure_call_answers_exactly_the_asked_categories_and_audits_them(
+    intake_on_nats, issuer, nats_server
+):
+    ref = register(intake_on_nats, issuer, **{**FULL_RECORD, "display_name": "X"})
+
+    data = ask(
+        nats_server, {"client_ref": ref, "org": "ngo-ghent", "categories": ["needs", "contact"]}
+    )
+
+    assert data == {
+        "client_ref": ref,
+        "categories": {
+            "contact": {
+                "municipality": FULL_RECORD["municipality"],
+                "phone": FULL_RECORD["phone"],
+            },
+            "needs": {"languages": FULL_RECORD["languages"], "needs": FULL_RECORD["needs"]},
+        },
+    }
+    audits = audit_rows(intake_on_nats, "disclose")
+    assert len(audits) == 1
+    assert (audits[0]["resource_id"], audits[0]["categories"]) == (ref, ["contact", "needs"])
+    assert audits[0]["org"] == "ngo-ghent"
+    assert all(CANARY.encode() not in r.payload for r in outbox(intake_on_nats))
+
+
+@pytest.mark.nats
+def test_health_is_disclosed_only_when_asked_for_by_name(intake_on_nats, issuer, nats_server):
+    ref = register(intake_on_nats, issuer, **FULL_RECORD)
+    every_other = [c.value for c in DataCategory if c is not DataCategory.HEALTH]
+
+    data = ask(nats_server, {"client_ref": ref, "org": "ngo-ghent", "categories": every_other})
+    health = ask(nats_server, {"client_ref": ref, "org": "ngo-ghent", "categories": ["health"]})
+
+    assert sorted(data["categories"]) == sorted(every_other)
+    assert "health" not in data["categories"] and f"{CANARY} health" not in json.dumps(data)
+    assert health["categories"] == {"health": {"health": FULL_RECORD["health"]}}
+
+
+@pytest.mark.nats
+def test_disclosure_call_refuses_another_orgs_client_and_an_unknown_one_with_404(
+    intake_on_nats, issuer, nats_server
+):
+    ref = register(intake_on_nats, issuer, **FULL_RECORD)
+
+    for payload in (
+        {"client_ref": ref, "org": "ngo-antwerp", "categories": ["identity"]},
+        {"client_ref": "C-000000000000", "org": "ngo-ghent", "categories": ["identity"]},
+    ):
+        with pytest.raises(NotFound) as raised:
+            ask(nats_server, payload)
+        assert CANARY not in raised.value.detail
+    assert audit_rows(intake_on_nats, "disclose") == []
+
+
+MALFORMED_DISCLOSURE_REQUESTS = [
+    {"categories": ["criminal_record"]},
+    {"categories": ["needs", "everything"]},
+    {"categories": []},
+    {"categories": "needs"},
+    {"categories": ["needs"], "fields": ["phone"]},
+    {"categories": ["needs"], "org": ""},
+    {"categories": ["needs"], "client_ref": None},
+]
+
+
+@pytest.mark.nats
+def test_disclosure_call_refuses_unknown_categories_and_malformed_requests_with_422(
+    intake_on_nats, issuer, nats_server
+):
+    ref = register(intake_on_nats, issuer, **FULL_RECORD)
+
+    for payload in MALFORMED_DISCLOSURE_REQUESTS:
+        with pytest.raises(Invalid):
+            ask(nats_server, {"client_ref": ref, "org": "ngo-ghent", **payload})
+    assert audit_rows(intake_on_nats, "disclose") == []
+
+
+@pytest.mark.nats
+def test_only_the_bridge_may_ask_for_a_disclosure(intake_on_nats, issuer, nats_server):
+    ref = register(intake_on_nats, issuer, **FULL_RECORD)
+    payload = {"client_ref": ref, "org": "ngo-ghent", "categories": ["identity"]}
+
+    # consent lives in the same zone account, but the broker lets only referral-fl ask.
+    with pytest.raises(Unavailable):
+        ask(nats_server, payload, user="consent", wait=1)
+    assert audit_rows(intake_on_nats, "disclose") == []
+
+
+def test_every_category_has_a_package_shape_built_from_its_own_fields():
+    assert set(CATEGORY_FIELDS) == set(DataCategory)
+    for category, fields in CATEGORY_FIELDS.items():
+        assert {FIELD_CATEGORY[f] for f in fields} == {category}, category
+    assert sorted(f for fields in CATEGORY_FIELDS.values() for f in fields) == sorted(
+        FIELD_CATEGORY
+    )
+    package = disclosure_package({"phone": "1", "health": {"a": 1}}, [DataCategory.CONTACT])
+    assert package == {"contact": {"municipality": None, "phone": "1"}}

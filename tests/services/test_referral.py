@@ -1,5 +1,8 @@
-"""Referral service (the bridge): the consent gate (F0), routing by track id only (F5), org
-scoping (F7), idempotent requests and projections, and the flow through the real NATS server."""
+"""Referral service (the bridge): the consent gate (F0), disclosure packages of exactly the
+consented categories (F2), routing by municipality and language within what the consent grants,
+track ids only (F5), status back from zone B with feedback gating (F6), requester cancel and
+withdrawal (F4), org scoping (F7), idempotent requests and projections, and the flow through the
+real NATS server with intake answering the disclosure call."""
 
 import asyncio
 import contextlib
@@ -19,31 +22,72 @@ from sqlmodel import Session, SQLModel, select
 
 from tests.conftest import NGO_GHENT, assert_problem, eventually, running
 from twoline.natsserver import credential
+from twoline_intake.app import create_app as create_intake_app
+from twoline_intake.config import Settings as IntakeSettings
+from twoline_intake.domain import disclosure_package
 from twoline_referral import domain, service
 from twoline_referral.app import create_app
-from twoline_referral.config import Settings
-from twoline_referral.consumers import FIRSTLINE_HANDLERS, SECONDLINE_HANDLERS
+from twoline_referral.config import DEMO_OFFICES, Office, Settings
+from twoline_referral.consumers import BINDINGS
+from twoline_referral.disclosure import checked
 from twoline_referral.models import (
     ConsentView,
     KnownClient,
     Referral,
     ReferralCreate,
     ReferralTrack,
+    TrackStatusEntry,
 )
+from twoline_referral.routes import get_disclosure_fetcher
 from twoline_shared.auth import Agency, Principal
 from twoline_shared.broker import connect
-from twoline_shared.codes import ConsentStatus, TaskStatus, Track
+from twoline_shared.codes import ConsentStatus, DataCategory, TaskStatus, Track
+from twoline_shared.errors import NotFound, Unavailable
 from twoline_shared.events import Event, decode, encode, headers_for, new_event
+from twoline_shared.inbox import PERMANENT
 from twoline_shared.outbox import OutboxMessage
 
 NGO_ANTWERP = {"role": "ngo_caseworker", "org": "ngo-antwerp"}
 CANARY = "CANARY-7f3a9 Mariam from Conakry, +32 470 12 34 56"
 ROUTED = "secondline.referral.track.routed"
-ROUTED_FIELDS = {"track_id", "track", "agency", "office", "urgency", "routed_at"}
+CANCELLED = "secondline.referral.track.cancelled"
+ROUTED_FIELDS = {
+    "track_id",
+    "track",
+    "agency",
+    "office",
+    "urgency",
+    "routed_at",
+    "purposes",
+    "disclosure",
+}
+CANCELLED_FIELDS = {"track_id", "agency", "status", "reason", "at"}
 IO = Agency.IMMIGRATION_OFFICE.value
 FEDASIL = Agency.FEDASIL.value
 BOTH = ["legal_stay", "return"]
-HANDLERS = {**FIRSTLINE_HANDLERS, **SECONDLINE_HANDLERS}
+ALL_CATEGORIES = tuple(c.value for c in DataCategory)
+# A canary per personal field of the client record: none may surface outside a routed package.
+PKG = "PKG-CANARY-5c1e"
+
+
+def record(**overrides: Any) -> dict[str, Any]:
+    """A client record as intake stores it, with a canary in every free-text field."""
+    return {
+        "display_name": f"{PKG}-display_name",
+        "birth_year": 1991,
+        "nationality": "GN",
+        "languages": ["fr", "ff"],
+        "municipality": None,
+        "phone": f"{PKG}-phone",
+        "household": [{"relation": f"{PKG}-household", "birth_year": 2016}],
+        "migration_history": {"note": f"{PKG}-migration_history"},
+        "needs": ["shelter", f"{PKG}-needs"],
+        "health": {"note": f"{PKG}-health"},
+        "vulnerabilities": [f"{PKG}-vulnerabilities"],
+        "intentions": {"plans": f"{PKG}-intentions"},
+        "case_notes": f"{PKG}-case_notes",
+        **overrides,
+    }
 
 
 # ---------------------------------------------------------------- events (real kernel Events)
@@ -101,45 +145,127 @@ def consent_withdrawn(granted: Event) -> Event:
     )
 
 
-def track_accepted(track: dict[str, Any], *, agency: str | None = None) -> Event:
+STATUS_VERB = {
+    "accepted": "accepted",
+    "rejected": "rejected",
+    "completed": "completed",
+    "in-progress": "status-changed",
+    "on-hold": "status-changed",
+    "failed": "status-changed",
+    "cancelled": "status-changed",
+}
+
+
+def track_status(
+    track: dict[str, Any],
+    status: str,
+    *,
+    previous: str | None = None,
+    reason: str | None = None,
+    outcome: str | None = None,
+    agency: str | None = None,
+    verb: str | None = None,
+) -> Event:
+    """A `secondline.case.track.*` event with the track status payload of docs/events.md."""
     return new_event(
         source="twoline/case-resolution",
-        type="secondline.case.track.accepted",
+        type=f"secondline.case.track.{verb or STATUS_VERB[status]}",
         subject=track["track_id"],
         track_id=track["track_id"],
         case_id=str(uuid.uuid4()),
         track=track["track"],
         agency=agency or track["agency"],
         office=track["office"],
-        status="accepted",
+        previous_status=previous,
+        status=status,
+        reason=reason,
+        outcome=outcome,
         at=datetime.now(UTC).isoformat(),
     )
+
+
+def track_accepted(track: dict[str, Any], *, agency: str | None = None) -> Event:
+    return track_status(track, "accepted", previous="requested", agency=agency)
 
 
 # ---------------------------------------------------------------- helpers
 
 
+class FakeIntake:
+    """Stands in for intake's `svc.intake.disclosure` answer (the NATS tests use the real one)."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], dict[str, Any]] = {}
+        self.calls: list[tuple[str, str, list[str]]] = []
+        self.error: Exception | None = None
+
+    def fetch(self, client_ref: str, org: str, categories: list[str]) -> dict[str, dict]:
+        self.calls.append((client_ref, org, list(categories)))
+        if self.error is not None:
+            raise self.error
+        if (client_ref, org) not in self.records:
+            raise NotFound("No such client in this organisation.")
+        asked = [DataCategory(c) for c in categories]
+        return disclosure_package(self.records[(client_ref, org)], asked)
+
+
 @pytest.fixture
-def referral(service_settings: Callable[..., Settings]) -> Iterator[TestClient]:
-    """The referral app on a fresh database, without NATS (outbox rows stay unsent)."""
-    with running(create_app(service_settings(Settings, "referral"))) as client:
+def fake_intake() -> FakeIntake:
+    return FakeIntake()
+
+
+@pytest.fixture
+def referral(
+    service_settings: Callable[..., Settings], fake_intake: FakeIntake
+) -> Iterator[TestClient]:
+    """The referral app on a fresh database, without NATS (outbox rows stay unsent); intake's
+    disclosure answer comes from `fake_intake`."""
+    app = create_app(service_settings(Settings, "referral"))
+    app.dependency_overrides[get_disclosure_fetcher] = lambda: fake_intake.fetch
+    with running(app) as client:
+        client.fake_intake = fake_intake  # type: ignore[attr-defined]
         yield client
+
+
+def handler_for(event_type: str) -> Any:
+    for binding in BINDINGS:
+        handler = binding.handler_for(event_type)
+        if handler is not None:
+            return handler
+    raise AssertionError(f"no handler for {event_type}")
 
 
 def feed(client: TestClient, *events: Event) -> None:
     """Apply events through the consumer handlers, each in its own committed transaction."""
     for event in events:
         with Session(client.app.state.runtime.engine) as session:
-            HANDLERS[event.type](session, event)
+            handler_for(event.type)(session, event)
             session.commit()
 
 
 def new_client(
-    client: TestClient, *, org: str = "ngo-ghent", recipients: tuple[str, ...] = (IO, FEDASIL)
+    client: TestClient,
+    *,
+    org: str = "ngo-ghent",
+    recipients: tuple[str, ...] = (IO, FEDASIL),
+    categories: dict[str, tuple[str, ...]] | None = None,
+    purposes: dict[str, tuple[str, ...]] | None = None,
+    **fields: Any,
 ) -> tuple[str, dict[str, Event]]:
-    """A registered client with a referral consent per recipient; returns client_ref and grants."""
+    """A registered client (in intake and in the bridge's projection) with a referral consent per
+    recipient; returns client_ref and the grants."""
     client_ref = "C-" + uuid.uuid4().hex[:12].upper()
-    grants = {r: consent_granted(client_ref, r, org=org) for r in recipients}
+    client.fake_intake.records[(client_ref, org)] = record(**fields)
+    grants = {
+        r: consent_granted(
+            client_ref,
+            r,
+            org=org,
+            **({"categories": categories[r]} if categories and r in categories else {}),
+            **({"purposes": purposes[r]} if purposes and r in purposes else {}),
+        )
+        for r in recipients
+    }
     feed(client, client_registered(client_ref, org=org), *grants.values())
     return client_ref, grants
 
@@ -215,6 +341,9 @@ def test_referral_with_both_consents_routes_two_tracks_by_track_id_only(referral
         assert set(event.data) == ROUTED_FIELDS
         assert event.subject == event.data["track_id"] and event.type == row.subject == ROUTED
         assert event.data["urgency"] == "urgent" and event.data["office"] == "brussels"
+        assert event.data["purposes"] == ["feedback", "referral"]
+        assert event.data["disclosure"]["categories"] == ["intentions", "needs"]
+        assert set(event.data["disclosure"]["package"]) == {"intentions", "needs"}
         assert datetime.fromisoformat(event.data["routed_at"]).tzinfo is not None
         raw = row.payload.decode() + row.headers
         for secret in (body["referral_id"], client_ref, CANARY, "Mariam"):
@@ -436,12 +565,19 @@ def test_a_racing_request_with_the_same_key_is_answered_as_a_replay(referral):
     engine = referral.app.state.runtime.engine
     principal = Principal(sub="cw-1", roles=frozenset({"ngo_caseworker"}), org="ngo-ghent")
     body = ReferralCreate(client_ref=client_ref, tracks=[Track.RETURN])
-    offices = Settings(nats_enabled=False).routing_default_office
     winner: dict[str, Referral] = {}
 
-    def create(session: Session) -> tuple[Referral, bool]:
+    settings = Settings(nats_enabled=False)
+
+    def create(session: Session) -> tuple[Any, bool]:
         return service.create_referral(
-            session, principal=principal, body=body, idempotency_key="race", default_office=offices
+            session,
+            principal=principal,
+            body=body,
+            idempotency_key="race",
+            offices=settings.routing_offices,
+            default_office=settings.routing_default_office,
+            fetch_disclosure=referral.fake_intake.fetch,
         )
 
     with Session(engine, expire_on_commit=False) as loser:
@@ -646,12 +782,286 @@ def test_malformed_idempotency_key_is_422(referral, issuer, key):
     assert_nothing_stored(referral)
 
 
-# ---------------------------------------------------------------- status from the second line
+# ---------------------------------------------------------------- disclosure packages (F2)
+
+
+def routed_by_agency(client: TestClient) -> dict[str, dict[str, Any]]:
+    return {e.data["agency"]: e.data for _, e in outbox(client, ROUTED)}
+
+
+def test_each_package_holds_exactly_its_agencys_consented_categories(referral, issuer):
+    client_ref, grants = new_client(
+        referral,
+        categories={IO: ("identity", "needs"), FEDASIL: ("needs", "intentions", "health")},
+    )
+
+    assert post_referral(referral, issuer, client_ref).status_code == 201
+
+    # Intake is asked once, for the union of the two consents.
+    assert referral.fake_intake.calls == [
+        (client_ref, "ngo-ghent", ["health", "identity", "intentions", "needs"])
+    ]
+    routed = routed_by_agency(referral)
+    full = record()
+    assert routed[IO]["disclosure"] == {
+        "categories": ["identity", "needs"],
+        "package": {
+            "identity": {
+                "display_name": full["display_name"],
+                "birth_year": full["birth_year"],
+                "nationality": full["nationality"],
+            },
+            "needs": {"languages": full["languages"], "needs": full["needs"]},
+        },
+    }
+    assert routed[FEDASIL]["disclosure"]["categories"] == ["health", "intentions", "needs"]
+    assert set(routed[FEDASIL]["disclosure"]["package"]) == {"health", "intentions", "needs"}
+    # No key, and no value, of what only the other agency's consent grants.
+    io_raw = json.dumps(routed[IO])
+    for other in ("health", "intentions"):
+        assert other not in routed[IO]["disclosure"]["package"]
+        assert f"{PKG}-{other}" not in io_raw
+    assert f"{PKG}-display_name" not in json.dumps(routed[FEDASIL])
+    assert routed[IO]["purposes"] == sorted(grants[IO].data["purposes"])
+
+
+def test_every_disclosure_is_an_audit_record_of_categories_without_values(referral, issuer):
+    client_ref, grants = new_client(referral, categories={IO: ALL_CATEGORIES, FEDASIL: ("needs",)})
+    created = post_referral(referral, issuer, client_ref).json()
+    track_id = {t["agency"]: t["track_id"] for t in created["tracks"]}
+
+    disclosures = {e.data["agency"]: e.data for _, e in outbox(referral, "audit.referral.track")}
+    assert set(disclosures) == {IO, FEDASIL}
+    for agency, audit in disclosures.items():
+        assert audit["action"] == "disclose" and audit["roles"] == ["ngo_caseworker"]
+        assert audit["resource_id"] == audit["track_id"] == track_id[agency]
+        assert audit["referral_id"] == created["referral_id"]
+        assert audit["consent_id"] == grants[agency].data["consent_id"]
+        assert audit["office"] == "brussels"
+    assert disclosures[IO]["categories"] == sorted(ALL_CATEGORIES)
+    assert disclosures[FEDASIL]["categories"] == ["needs"]
+
+
+def test_no_package_value_leaves_the_bridge_except_inside_a_routed_event(referral, issuer, caplog):
+    client_ref, _ = new_client(referral, categories={IO: ALL_CATEGORIES, FEDASIL: ALL_CATEGORIES})
+    created = post_referral(referral, issuer, client_ref).json()
+    legal_stay = next(t for t in created["tracks"] if t["track"] == "legal_stay")
+    feed(referral, track_accepted(legal_stay))
+    referral.get(f"/v1/referrals/{created['referral_id']}", headers=issuer.headers(**NGO_GHENT))
+    referral.post(
+        f"/v1/referrals/{created['referral_id']}/cancel",
+        json={"reason": "client_request"},
+        headers=issuer.headers(**NGO_GHENT),
+    )
+
+    rows = outbox(referral)
+    routed = [row.payload.decode() for row, e in rows if e.type == ROUTED]
+    assert len(routed) == 2 and all(f"{PKG}-health" in raw for raw in routed)
+    others = [row.payload.decode() + row.headers for row, e in rows if e.type != ROUTED]
+    assert {e.type for _, e in rows} >= {CANCELLED, "audit.referral.track.disclose"}
+    for raw in others:
+        assert PKG not in raw
+    # Nor in the bridge's own tables, nor in a log line.
+    with Session(referral.app.state.runtime.engine) as session:
+        stored = [
+            *session.exec(select(Referral)).all(),
+            *session.exec(select(ReferralTrack)).all(),
+            *session.exec(select(TrackStatusEntry)).all(),
+            *session.exec(select(ConsentView)).all(),
+        ]
+    assert stored and all(PKG not in repr(row.model_dump()) for row in stored)
+    assert PKG not in caplog.text
+    assert PKG not in json.dumps(
+        referral.get(
+            f"/v1/referrals/{created['referral_id']}", headers=issuer.headers(**NGO_GHENT)
+        ).json()
+    )
+
+
+def test_without_consented_categories_intake_is_not_asked(referral, issuer):
+    client_ref, _ = new_client(referral, categories={IO: (), FEDASIL: ()})
+
+    assert post_referral(referral, issuer, client_ref).status_code == 201
+
+    assert referral.fake_intake.calls == []
+    for data in routed_by_agency(referral).values():
+        assert data["disclosure"] == {"categories": [], "package": {}}
+
+
+def test_intake_unavailable_is_503_and_nothing_is_stored(referral, issuer):
+    client_ref, _ = new_client(referral)
+    referral.fake_intake.error = Unavailable("Nobody answered.", slug="call-unavailable")
+
+    response = post_referral(referral, issuer, client_ref, note=CANARY)
+
+    assert_problem(response, 503, "call-unavailable")
+    assert CANARY not in response.text
+    assert_nothing_stored(referral)
+
+
+def test_a_client_intake_does_not_know_for_the_org_is_404_and_nothing_is_stored(referral, issuer):
+    client_ref, _ = new_client(referral)
+    del referral.fake_intake.records[(client_ref, "ngo-ghent")]
+
+    assert_problem(post_referral(referral, issuer, client_ref), 404, "not-found")
+    assert_nothing_stored(referral)
+
+
+def test_an_intake_reply_with_other_categories_than_asked_is_refused():
+    reply = {"client_ref": "C-1", "categories": {"needs": {}, "health": {"note": "x"}}}
+    with pytest.raises(Unavailable):
+        checked(reply, client_ref="C-1", asked=["needs"])
+    with pytest.raises(Unavailable):
+        checked({**reply, "client_ref": "C-2"}, client_ref="C-1", asked=["health", "needs"])
+    with pytest.raises(Unavailable):
+        checked({"client_ref": "C-1", "categories": []}, client_ref="C-1", asked=[])
+    assert checked(reply, client_ref="C-1", asked=["health", "needs"]) == reply["categories"]
+
+
+def test_routing_uses_municipality_and_language_only_as_each_consent_allows(referral, issuer):
+    # ICAM may see contact and needs: Liège office; Fedasil only needs: its default office.
+    client_ref, _ = new_client(
+        referral,
+        categories={IO: ("contact", "needs"), FEDASIL: ("needs",)},
+        municipality="LIEGE",
+        languages=["ar"],
+    )
+
+    created = post_referral(referral, issuer, client_ref).json()
+
+    offices = {t["agency"]: t["office"] for t in created["tracks"]}
+    assert offices == {IO: "liege", FEDASIL: "brussels"}
+    assert {a: d["office"] for a, d in routed_by_agency(referral).items()} == offices
+
+
+def test_a_client_in_charleroi_who_speaks_arabic_goes_where_arabic_is_spoken(referral, issuer):
+    client_ref, _ = new_client(
+        referral,
+        categories={IO: ("contact", "needs"), FEDASIL: ("contact",)},
+        municipality="Charleroi",
+        languages=["ar"],
+    )
+
+    created = post_referral(referral, issuer, client_ref).json()
+
+    offices = {t["agency"]: t["office"] for t in created["tracks"]}
+    # ICAM Charleroi lists no `ar`: the default office does. Fedasil may not see the languages.
+    assert offices == {IO: "brussels", FEDASIL: "charleroi"}
+
+
+# ---------------------------------------------------------------- status back to the NGO (F6)
 
 
 def _tracks(client: TestClient, issuer: Any, referral_id: str) -> dict[str, dict[str, Any]]:
     response = client.get(f"/v1/referrals/{referral_id}", headers=issuer.headers(**NGO_GHENT))
     return {t["track"]: t for t in response.json()["tracks"]}
+
+
+def test_status_events_move_the_ngo_view_and_feedback_shows_outcome_and_progress(referral, issuer):
+    client_ref, _ = new_client(referral, recipients=(IO,))
+    created = post_referral(referral, issuer, client_ref, tracks=["legal_stay"]).json()
+    track = created["tracks"][0]
+    assert track["business_status"] == "routed" and track["feedback"] is True
+    assert [p["status"] for p in track["progress"]] == ["requested"]
+
+    feed(
+        referral,
+        track_status(track, "accepted", previous="requested"),
+        track_status(track, "in-progress", previous="accepted"),
+        track_status(track, "on-hold", previous="in-progress", reason="awaiting_documents"),
+    )
+    held = _tracks(referral, issuer, created["referral_id"])["legal_stay"]
+    assert (held["status"], held["business_status"], held["status_reason"]) == (
+        "on-hold",
+        "assigned",
+        "awaiting_documents",
+    )
+
+    feed(
+        referral,
+        track_status(track, "in-progress", previous="on-hold"),
+        track_status(track, "completed", previous="in-progress", outcome="legal_stay"),
+    )
+    done = _tracks(referral, issuer, created["referral_id"])["legal_stay"]
+    assert (done["status"], done["business_status"]) == ("completed", "closed")
+    assert (done["outcome"], done["outcome_category"], done["status_reason"]) == (
+        "legal_stay",
+        "permanent",
+        None,
+    )
+    assert [(p["status"], p["reason"], p["outcome"]) for p in done["progress"]] == [
+        ("requested", None, None),
+        ("accepted", None, None),
+        ("in-progress", None, None),
+        ("on-hold", "awaiting_documents", None),
+        ("in-progress", None, None),
+        ("completed", None, "legal_stay"),
+    ]
+    assert datetime.fromisoformat(done["status_changed_at"]) > datetime.fromisoformat(
+        track["status_changed_at"]
+    )
+    updates = [e.data for _, e in outbox(referral, "audit.referral.track.update")]
+    assert [u["status"] for u in updates] == [
+        "accepted",
+        "in-progress",
+        "on-hold",
+        "in-progress",
+        "completed",
+    ]
+    assert updates[-1]["track_outcome"] == "legal_stay"
+    assert updates[2]["reason"] == "awaiting_documents"
+    assert all(u["outcome"] == "success" for u in updates)
+
+
+def test_without_feedback_consent_the_ngo_sees_status_but_no_reason_outcome_or_progress(
+    referral, issuer
+):
+    client_ref, _ = new_client(referral, purposes={FEDASIL: ("referral",)})
+    created = post_referral(referral, issuer, client_ref).json()
+    tracks = {t["track"]: t for t in created["tracks"]}
+    feed(
+        referral,
+        track_status(tracks["return"], "rejected", previous="requested", reason="not_eligible"),
+        track_status(tracks["legal_stay"], "rejected", previous="requested", reason="duplicate"),
+    )
+
+    view = _tracks(referral, issuer, created["referral_id"])
+    withheld = view["return"]
+    assert (withheld["status"], withheld["business_status"], withheld["feedback"]) == (
+        "rejected",
+        "closed",
+        False,
+    )
+    for gated in ("status_reason", "outcome", "outcome_category", "progress"):
+        assert withheld[gated] is None, gated
+    # The ICAM track went under a consent with `feedback`: its reason is shown.
+    assert view["legal_stay"]["feedback"] is True
+    assert view["legal_stay"]["status_reason"] == "duplicate"
+    listed = referral.get(
+        "/v1/referrals", params={"client_ref": client_ref}, headers=issuer.headers(**NGO_GHENT)
+    ).json()["data"][0]
+    assert {t["track"]: t["status_reason"] for t in listed["tracks"]} == {
+        "legal_stay": "duplicate",
+        "return": None,
+    }
+
+
+def test_feedback_stops_showing_once_the_consent_is_withdrawn(referral, issuer):
+    client_ref, grants = new_client(referral, recipients=(IO,))
+    created = post_referral(referral, issuer, client_ref, tracks=["legal_stay"]).json()
+    track = created["tracks"][0]
+    feed(
+        referral,
+        track_status(track, "accepted"),
+        track_status(track, "completed", outcome="return"),
+    )
+    assert _tracks(referral, issuer, created["referral_id"])["legal_stay"]["outcome"] == "return"
+
+    feed(referral, consent_withdrawn(grants[IO]))
+
+    shown = _tracks(referral, issuer, created["referral_id"])["legal_stay"]
+    assert shown["status"] == "completed" and shown["feedback"] is False
+    assert shown["outcome"] is None and shown["progress"] is None
 
 
 def test_accepted_event_moves_only_that_track_to_accepted(referral, issuer):
@@ -663,6 +1073,7 @@ def test_accepted_event_moves_only_that_track_to_accepted(referral, issuer):
     feed(referral, accepted)
     tracks = _tracks(referral, issuer, created["referral_id"])
     assert tracks["legal_stay"]["status"] == "accepted"
+    assert tracks["legal_stay"]["business_status"] == "assigned"
     assert tracks["return"]["status"] == "requested"
 
     # Duplicates and late copies are harmless: still accepted, one audit record of the change.
@@ -673,6 +1084,76 @@ def test_accepted_event_moves_only_that_track_to_accepted(referral, issuer):
         (legal_stay["track_id"], "requested", "accepted")
     ]
     assert all("client_ref" not in c for c in changes)
+    assert count(referral, TrackStatusEntry) == 3  # two `requested`, one `accepted`
+
+
+def test_illegal_and_out_of_order_status_events_are_ignored(referral, issuer):
+    client_ref, _ = new_client(referral)
+    created = post_referral(referral, issuer, client_ref).json()
+    tracks = {t["track"]: t for t in created["tracks"]}
+    legal_stay, ret = tracks["legal_stay"], tracks["return"]
+
+    feed(
+        referral,
+        # Skipping `accepted`: a requested task cannot start or complete.
+        track_status(legal_stay, "in-progress"),
+        track_status(legal_stay, "completed", outcome="legal_stay"),
+        # Out of a terminal status: nothing moves a rejected task.
+        track_status(ret, "rejected", reason="wrong_office"),
+        track_status(ret, "accepted"),
+        track_status(ret, "cancelled", reason="other"),
+    )
+
+    view = _tracks(referral, issuer, created["referral_id"])
+    assert view["legal_stay"]["status"] == "requested"
+    assert (view["return"]["status"], view["return"]["status_reason"]) == (
+        "rejected",
+        "wrong_office",
+    )
+    assert [e.data["status"] for _, e in outbox(referral, "audit.referral.track.update")] == [
+        "rejected"
+    ]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"status": "in-progress", "verb": "accepted"},  # the verb does not carry that status
+        {"status": "accepted", "verb": "completed"},
+        {"status": "rejected"},  # rejected needs a reason
+        {"status": "on-hold"},  # so does on-hold
+        {"status": "completed"},  # completed needs an outcome
+        {"status": "accepted", "outcome": "return"},  # outcome only with completed
+        {"status": "requested", "verb": "status-changed"},  # the performer never sets requested
+        {"status": "accepted", "reason": "no_such_reason"},
+        {"status": "completed", "outcome": "deported"},
+    ],
+)
+def test_a_status_event_that_breaks_its_contract_raises_and_changes_nothing(
+    referral, issuer, broken
+):
+    client_ref, _ = new_client(referral, recipients=(FEDASIL,))
+    created = post_referral(referral, issuer, client_ref, tracks=["return"]).json()
+    track = created["tracks"][0]
+    status = broken.pop("status")
+    verb = broken.pop("verb", STATUS_VERB.get(status))
+    event = track_status(track, status, verb=verb, **broken)
+
+    # A permanent error: the kernel dead-letters the event at once instead of retrying it.
+    with pytest.raises(PERMANENT):
+        feed(referral, event)
+
+    assert _tracks(referral, issuer, created["referral_id"])["return"]["status"] == "requested"
+
+
+def test_a_track_event_without_a_status_verb_is_ignored(referral, issuer):
+    client_ref, _ = new_client(referral, recipients=(FEDASIL,))
+    created = post_referral(referral, issuer, client_ref, tracks=["return"]).json()
+    track = created["tracks"][0]
+
+    feed(referral, track_status(track, "accepted", verb="viewed"))
+
+    assert _tracks(referral, issuer, created["referral_id"])["return"]["status"] == "requested"
 
 
 def test_accepted_event_is_ignored_unless_the_track_is_requested(referral, issuer):
@@ -703,6 +1184,184 @@ def test_accepted_event_for_another_agency_or_unknown_track_changes_nothing(refe
     )
 
     assert _tracks(referral, issuer, created["referral_id"])["legal_stay"]["status"] == "requested"
+
+
+# ---------------------------------------------------------------- requester cancel
+
+
+def cancel(client: TestClient, issuer: Any, referral_id: str, body: Any, **who: str) -> Any:
+    return client.post(
+        f"/v1/referrals/{referral_id}/cancel",
+        json=body,
+        headers=issuer.headers(**(who or NGO_GHENT)),
+    )
+
+
+def test_requester_cancels_every_open_track_and_tells_zone_b_by_track_id(referral, issuer):
+    client_ref, _ = new_client(referral)
+    created = post_referral(referral, issuer, client_ref).json()
+
+    response = cancel(
+        referral, issuer, created["referral_id"], {"reason": "client_request", "note": CANARY}
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["cancel_reason"], body["cancel_note"]) == ("client_request", CANARY)
+    assert body["cancelled_at"] is not None
+    for track in body["tracks"]:
+        assert (track["status"], track["business_status"], track["status_reason"]) == (
+            "cancelled",
+            "closed",
+            "client_request",
+        )
+        assert track["progress"][-1]["status"] == "cancelled"
+    events = [e for _, e in outbox(referral, CANCELLED)]
+    assert sorted(e.data["track_id"] for e in events) == sorted(
+        t["track_id"] for t in created["tracks"]
+    )
+    for event in events:
+        assert set(event.data) == CANCELLED_FIELDS and event.subject == event.data["track_id"]
+        assert (event.data["status"], event.data["reason"]) == ("cancelled", "client_request")
+    audits = [e.data for _, e in outbox(referral, "audit.referral.referral.cancel")]
+    assert len(audits) == 1 and audits[0]["reason"] == "client_request"
+    assert audits[0]["previous_statuses"] == ["requested", "requested"]
+    # F8: the note stays in the bridge: in no event, audit record or header.
+    assert all(CANARY not in row.payload.decode() + row.headers for row, _ in outbox(referral))
+    # The performer cannot revive a cancelled task.
+    feed(referral, track_accepted(created["tracks"][0]))
+    assert _tracks(referral, issuer, created["referral_id"])["legal_stay"]["status"] == "cancelled"
+
+
+def test_cancel_leaves_closed_tracks_alone_and_then_the_referral_is_closed(referral, issuer):
+    client_ref, _ = new_client(referral)
+    created = post_referral(referral, issuer, client_ref).json()
+    legal_stay = next(t for t in created["tracks"] if t["track"] == "legal_stay")
+    feed(
+        referral,
+        track_status(legal_stay, "accepted"),
+        track_status(legal_stay, "completed", outcome="protection_procedure"),
+    )
+
+    first = cancel(referral, issuer, created["referral_id"], {"reason": "requester_cancelled"})
+    again = cancel(referral, issuer, created["referral_id"], {"reason": "other"})
+
+    assert first.status_code == 200, first.text
+    statuses = {t["track"]: t["status"] for t in first.json()["tracks"]}
+    assert statuses == {"legal_stay": "completed", "return": "cancelled"}
+    assert [e.data["agency"] for _, e in outbox(referral, CANCELLED)] == [FEDASIL]
+    assert_problem(again, 409, "referral-closed")
+    assert len(outbox(referral, CANCELLED)) == 1
+    assert first.json()["cancel_reason"] == "requester_cancelled"
+
+
+def test_another_orgs_or_an_unknown_referral_cannot_be_cancelled(referral, issuer):
+    client_ref, _ = new_client(referral)
+    created = post_referral(referral, issuer, client_ref).json()
+
+    other = cancel(referral, issuer, created["referral_id"], {"reason": "duplicate"}, **NGO_ANTWERP)
+    unknown = cancel(referral, issuer, str(uuid.uuid4()), {"reason": "duplicate"})
+
+    assert_problem(other, 404, "not-found")
+    assert_problem(unknown, 404, "not-found")
+    assert outbox(referral, CANCELLED) == []
+    assert {t["status"] for t in _tracks(referral, issuer, created["referral_id"]).values()} == {
+        "requested"
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"reason": "consent_withdrawn"},  # the bridge's own reason, never the requester's
+        {"reason": "not_eligible"},  # a performer's reason
+        {"reason": "bored"},
+        {"reason": None},
+        {"reason": "other", "note": "x" * 4001},
+        {"reason": "other", "note": 7},
+        {"reason": "other", "status": "completed"},
+        ["other"],
+    ],
+)
+def test_a_malformed_cancel_is_422_and_changes_nothing(referral, issuer, body):
+    client_ref, _ = new_client(referral)
+    created = post_referral(referral, issuer, client_ref).json()
+    before = count(referral, OutboxMessage)
+
+    assert_problem(cancel(referral, issuer, created["referral_id"], body), 422, "validation")
+
+    assert count(referral, OutboxMessage) == before
+    view = referral.get(
+        f"/v1/referrals/{created['referral_id']}", headers=issuer.headers(**NGO_GHENT)
+    ).json()
+    assert {t["status"] for t in view["tracks"]} == {"requested"}
+    assert view["cancel_reason"] is None
+
+
+def test_only_an_ngo_caseworker_may_cancel(referral, issuer):
+    client_ref, _ = new_client(referral)
+    created = post_referral(referral, issuer, client_ref).json()
+    for who in OTHER_ROLES:
+        response = cancel(referral, issuer, created["referral_id"], {"reason": "other"}, **who)
+        assert_problem(response, 403, "forbidden")
+    assert outbox(referral, CANCELLED) == []
+
+
+# ---------------------------------------------------------------- withdrawal (F4)
+
+
+def test_withdrawal_cancels_open_tracks_and_tells_zone_b_about_every_track_under_it(
+    referral, issuer
+):
+    client_ref, grants = new_client(referral)
+    first = post_referral(referral, issuer, client_ref).json()
+    second = post_referral(referral, issuer, client_ref, tracks=["legal_stay"]).json()
+    done = next(t for t in first["tracks"] if t["track"] == "legal_stay")
+    feed(
+        referral, track_status(done, "accepted"), track_status(done, "completed", outcome="return")
+    )
+    open_io = second["tracks"][0]
+
+    withdrawal = consent_withdrawn(grants[IO])
+    feed(referral, withdrawal)
+
+    first_view = _tracks(referral, issuer, first["referral_id"])
+    second_view = _tracks(referral, issuer, second["referral_id"])
+    assert first_view["legal_stay"]["status"] == "completed"  # terminal stays terminal
+    assert first_view["return"]["status"] == "requested"  # another consent: untouched
+    assert (second_view["legal_stay"]["status"], second_view["legal_stay"]["business_status"]) == (
+        "cancelled",
+        "closed",
+    )
+    events = [e.data for _, e in outbox(referral, CANCELLED)]
+    # Every track under the withdrawn consent, terminal or not, so zone B purges it.
+    assert sorted(e["track_id"] for e in events) == sorted([done["track_id"], open_io["track_id"]])
+    assert all(e["reason"] == "consent_withdrawn" and e["agency"] == IO for e in events)
+    assert all(set(e) == CANCELLED_FIELDS for e in events)
+    with Session(referral.app.state.runtime.engine) as session:
+        row = session.get(ReferralTrack, uuid.UUID(open_io["track_id"]))
+        assert row.status_reason == "consent_withdrawn"
+    audits = [e.data for _, e in outbox(referral, "audit.referral.track.cancel")]
+    assert sorted((a["previous_status"], a["status"]) for a in audits) == [
+        ("completed", "completed"),
+        ("requested", "cancelled"),
+    ]
+
+    # A redelivered withdrawal, or the same fact under another event id, emits nothing again.
+    feed(referral, withdrawal, consent_withdrawn(grants[IO]))
+    assert len(outbox(referral, CANCELLED)) == 2
+
+
+def test_after_withdrawal_the_track_is_closed_for_the_requester_too(referral, issuer):
+    client_ref, grants = new_client(referral, recipients=(FEDASIL,))
+    created = post_referral(referral, issuer, client_ref, tracks=["return"]).json()
+
+    feed(referral, consent_withdrawn(grants[FEDASIL]))
+
+    response = cancel(referral, issuer, created["referral_id"], {"reason": "other"})
+    assert_problem(response, 409, "referral-closed")
+    assert len(outbox(referral, CANCELLED)) == 1
 
 
 # ---------------------------------------------------------------- domain rules (no I/O)
@@ -761,10 +1420,40 @@ def test_choose_consents_prefers_the_longest_lived_and_reports_missing():
     assert chosen[Agency.FEDASIL] is longer
 
 
-def test_track_transition_rule():
-    assert domain.can_transition("requested", TaskStatus.ACCEPTED)
-    for current in ("accepted", "cancelled", "completed", "rejected", "in-progress", "bogus"):
-        assert not domain.can_transition(current, TaskStatus.ACCEPTED), current
+def test_track_moves_follow_the_shared_fhir_task_state_machine():
+    assert domain.judge_move("requested", "accepted") is domain.Move.APPLY
+    assert domain.judge_move("accepted", "accepted") is domain.Move.SAME
+    assert domain.judge_move("on-hold", "in-progress") is domain.Move.APPLY
+    for current, target in (
+        ("requested", "completed"),
+        ("requested", "in-progress"),
+        ("completed", "cancelled"),
+        ("cancelled", "accepted"),
+        ("rejected", "accepted"),
+        ("on-hold", "completed"),
+        ("bogus", "accepted"),
+    ):
+        assert domain.judge_move(current, target) is domain.Move.ILLEGAL, (current, target)
+
+
+def test_business_status_follows_the_task_status():
+    assert domain.business_status_for("requested") == "routed"
+    for status in ("accepted", "in-progress", "on-hold"):
+        assert domain.business_status_for(status) == "assigned"
+    for status in ("completed", "cancelled", "rejected", "failed"):
+        assert domain.business_status_for(status) == "closed"
+
+
+def test_feedback_needs_an_active_current_consent_with_the_feedback_purpose():
+    now = datetime.now(UTC)
+    assert domain.consent_allows_feedback(_Consent(purposes=["referral", "feedback"]), now=now)
+    assert not domain.consent_allows_feedback(None, now=now)
+    for broken in (
+        {"purposes": ["referral"]},
+        {"purposes": ["referral", "feedback"], "status": "inactive"},
+        {"purposes": ["referral", "feedback"], "valid_until": now},
+    ):
+        assert not domain.consent_allows_feedback(_Consent(**broken), now=now), broken
 
 
 def test_consent_status_rules():
@@ -774,15 +1463,11 @@ def test_consent_status_rules():
     assert domain.status_after_withdrawal("active") == ConsentStatus.INACTIVE
 
 
-def test_tracks_map_to_agencies_and_default_offices():
+def test_tracks_map_to_agencies():
     assert domain.agencies_for([Track.RETURN, Track.LEGAL_STAY]) == [
         Agency.FEDASIL,
         Agency.IMMIGRATION_OFFICE,
     ]
-    offices = Settings(nats_enabled=False).routing_default_office
-    assert domain.route_office(Agency.FEDASIL, default_office=offices) == "brussels"
-    with pytest.raises(ValueError):
-        Settings(routing_default_office={IO: "brussels"})
 
 
 def test_request_fingerprint_ignores_track_order_only():
@@ -791,6 +1476,143 @@ def test_request_fingerprint_ignores_track_order_only():
     other = ReferralCreate(client_ref="C-1", tracks=[Track.RETURN, Track.LEGAL_STAY], note="x")
     assert domain.request_fingerprint(base) == domain.request_fingerprint(same)
     assert domain.request_fingerprint(base) != domain.request_fingerprint(other)
+
+
+# ---------------------------------------------------------------- routing rules (no I/O)
+
+DEFAULTS = {IO: "brussels", FEDASIL: "brussels"}
+
+
+def route(
+    categories: tuple[str, ...],
+    *,
+    municipality: str | None = None,
+    languages: list[str] | None = None,
+    agency: Agency = Agency.IMMIGRATION_OFFICE,
+    offices: dict[str, dict[str, Office]] = DEMO_OFFICES,
+    defaults: dict[str, str] = DEFAULTS,
+) -> str:
+    # The package holds what intake has; the consent's categories decide what routing may read.
+    package = {
+        "contact": {"municipality": municipality, "phone": None},
+        "needs": {"languages": languages or [], "needs": []},
+    }
+    return domain.route_office(
+        agency, categories=categories, package=package, offices=offices, default_office=defaults
+    )
+
+
+def test_municipality_routes_only_under_a_contact_consent():
+    assert route(("contact",), municipality="Gent") == "ghent"
+    assert route(("contact",), municipality="Anvers") == "antwerp"
+    assert route(("contact",), municipality="Schaerbeek") == "brussels"
+    assert route(("contact",), municipality="Mons", agency=Agency.FEDASIL) == "charleroi"
+    # The same municipality, but the consent does not grant `contact`: the default office.
+    assert route(("needs", "identity"), municipality="Gent") == "brussels"
+    assert route((), municipality="Gent") == "brussels"
+
+
+def test_municipality_matching_ignores_case_accents_hyphens_and_spaces():
+    for spelling in ("Liège", "liege", "LIEGE", " Liége ", "LUIK"):
+        assert route(("contact",), municipality=spelling) == "liege", spelling
+    for spelling in ("La Louvière", "la-louviere", "LALOUVIERE"):
+        assert route(("contact",), municipality=spelling) == "charleroi", spelling
+    for spelling in ("Sint-Jans-Molenbeek", "sint jans molenbeek", "MOLENBEEK SAINT-JEAN"):
+        assert route(("contact",), municipality=spelling) == "brussels", spelling
+    assert domain.normalise_place("Woluwe-Saint-Lambert") == "woluwesaintlambert"
+
+
+def test_an_unknown_or_missing_municipality_goes_to_the_default_office():
+    assert route(("contact",), municipality="Arlon") == "brussels"
+    assert route(("contact",), municipality=None) == "brussels"
+    assert route(("contact",), municipality=" - ") == "brussels"
+    assert route(("contact",), municipality="Gent", defaults={IO: "liege", FEDASIL: "ghent"}) == (
+        "ghent"
+    )
+    assert route((), defaults={IO: "liege", FEDASIL: "ghent"}) == "liege"
+
+
+def test_language_preference_applies_only_under_a_needs_consent():
+    # ICAM Charleroi lists no `ar`; the default office (Brussels) does and comes first.
+    assert route(("contact", "needs"), municipality="Charleroi", languages=["ar"]) == "brussels"
+    assert route(("contact",), municipality="Charleroi", languages=["ar"]) == "charleroi"
+
+
+def test_language_preference_follows_the_clients_order_then_default_then_table_order():
+    # `ps` first: only ICAM Ghent lists it, although Brussels lists the second language.
+    assert route(("contact", "needs"), municipality="Mons", languages=["ps", "ar"]) == "ghent"
+    # `nl`: the default office (Brussels) lists it, before Antwerp and Ghent in the table.
+    assert route(("contact", "needs"), municipality="Charleroi", languages=["nl"]) == "brussels"
+    # Without Brussels as default, the first office in table order that lists it.
+    moved = {IO: "charleroi", FEDASIL: "brussels"}
+    assert route(("needs",), languages=["nl"], defaults=moved) == "brussels"
+    assert route(("needs",), languages=["de"], defaults=moved) == "liege"
+
+
+def test_an_office_that_speaks_one_of_the_languages_is_kept():
+    assert route(("contact", "needs"), municipality="Namur", languages=["ar", "fr"]) == "charleroi"
+    # Nobody lists the language: the candidate stays.
+    assert route(("contact", "needs"), municipality="Namur", languages=["zu"]) == "charleroi"
+    assert route(("needs",), languages=[]) == "brussels"
+
+
+def test_demo_table_covers_both_agencies_with_different_language_lists():
+    for agency in (IO, FEDASIL):
+        assert list(DEMO_OFFICES[agency]) == ["brussels", "antwerp", "ghent", "liege", "charleroi"]
+    assert "ar" not in DEMO_OFFICES[IO]["charleroi"].languages
+    assert DEMO_OFFICES[IO]["liege"].languages != DEMO_OFFICES[FEDASIL]["liege"].languages
+
+
+def test_routing_settings_are_validated(monkeypatch):
+    settings = Settings(nats_enabled=False)
+    assert settings.routing_default_office == DEFAULTS
+    assert settings.routing_offices == DEMO_OFFICES
+    with pytest.raises(ValueError):
+        Settings(routing_default_office={IO: "brussels"})  # an agency without a default
+    with pytest.raises(ValueError):
+        Settings(routing_default_office={IO: "arlon", FEDASIL: "brussels"})  # not in the table
+    one = {"brussels": {"languages": ["fr"], "municipalities": ["Bruxelles"]}}
+    for broken in (
+        {IO: {"brussels": {"languages": ["french"], "municipalities": []}}, FEDASIL: one},
+        {IO: one, FEDASIL: one, "police": one},
+        {IO: one, FEDASIL: {**one, "x": {"languages": [], "municipalities": ["BRUXELLES"]}}},
+        {IO: one, FEDASIL: {"brussels": {"languages": [], "municipalities": [], "extra": 1}}},
+        {IO: one},
+    ):
+        with pytest.raises(ValueError):
+            Settings(routing_offices=broken)
+
+    table = {
+        IO: {"namur": {"languages": ["fr"], "municipalities": ["Namur"]}},
+        FEDASIL: {"arlon": {"languages": ["fr", "de"], "municipalities": ["Arlon"]}},
+    }
+    monkeypatch.setenv("TWOLINE_REFERRAL_ROUTING_OFFICES", json.dumps(table))
+    monkeypatch.setenv(
+        "TWOLINE_REFERRAL_ROUTING_DEFAULT_OFFICE", json.dumps({IO: "namur", FEDASIL: "arlon"})
+    )
+    from_env = Settings()
+    assert from_env.routing_offices[FEDASIL]["arlon"].languages == ["fr", "de"]
+    assert (
+        route(
+            ("contact",),
+            municipality="ARLON",
+            agency=Agency.FEDASIL,
+            offices=from_env.routing_offices,
+            defaults=from_env.routing_default_office,
+        )
+        == "arlon"
+    )
+
+
+def test_package_for_holds_only_the_consented_categories_that_were_disclosed():
+    disclosed = {"needs": {"needs": ["x"]}, "health": {"health": {"n": 1}}}
+    assert domain.package_for(["needs"], disclosed) == {"needs": {"needs": ["x"]}}
+    assert domain.package_for(["needs", "health", "bogus"], disclosed) == disclosed
+    assert domain.package_for([], disclosed) == {}
+    assert domain.disclosed_categories(["needs", "bogus", "health", "needs"]) == ["health", "needs"]
+    assert domain.union_of_categories(
+        [_Consent(categories=["needs"]), _Consent(categories=["health", "needs", "bogus"])]
+    ) == ["health", "needs"]
 
 
 # ---------------------------------------------------------------- through the real NATS server
@@ -832,20 +1654,39 @@ async def _read(
         await nc.close()
 
 
-@pytest.mark.nats
-def test_referral_flows_from_firstline_facts_to_the_secondline_stream_and_back(
-    service_settings, nats_server, issuer
-):
-    settings = service_settings(
-        Settings, "referral", nats_sl_password=nats_server.passwords["referral-sl"]
+@pytest.fixture
+def bridge_settings(service_settings, nats_server) -> Settings:
+    return service_settings(
+        Settings,
+        "referral",
+        nats_sl_password=nats_server.passwords["referral-sl"],
+        disclosure_timeout_seconds=2.0,
     )
+
+
+@pytest.mark.nats
+def test_referral_asks_the_real_intake_routes_packages_to_zone_b_and_follows_status_back(
+    service_settings, bridge_settings, nats_server, issuer
+):
     url, passwords = nats_server.url, nats_server.passwords
-    with running(create_app(settings)) as client:
+    ngo = issuer.headers(**NGO_GHENT)
+    intake_app = create_intake_app(service_settings(IntakeSettings, "intake"))
+    with running(intake_app) as intake, running(create_app(bridge_settings)) as client:
         eventually(lambda: client.get("/readyz").status_code == 200, "both NATS links")
+        eventually(lambda: intake.get("/readyz").status_code == 200, "intake's NATS link")
         engine = client.app.state.runtime.engine
-        client_ref = "C-" + uuid.uuid4().hex[:12].upper()
-        grants = [consent_granted(client_ref, IO), consent_granted(client_ref, FEDASIL)]
-        asyncio.run(_publish(url, passwords, "fl-admin", [*grants, client_registered(client_ref)]))
+        registered = intake.post(
+            "/v1/clients",
+            headers=ngo,
+            json=record(municipality="Luik", languages=["ar", "fr"], birth_year=1990),
+        )
+        assert registered.status_code == 201, registered.text
+        client_ref = registered.json()["client_ref"]
+        io_grant = consent_granted(client_ref, IO, categories=("contact", "needs", "identity"))
+        fedasil_grant = consent_granted(
+            client_ref, FEDASIL, purposes=("referral",), categories=("needs",)
+        )
+        asyncio.run(_publish(url, passwords, "fl-admin", [io_grant, fedasil_grant]))
 
         def projected() -> bool:
             with Session(engine) as session:
@@ -854,26 +1695,55 @@ def test_referral_flows_from_firstline_facts_to_the_secondline_stream_and_back(
                 ).all()
                 return session.get(KnownClient, client_ref) is not None and len(consents) == 2
 
-        eventually(projected, "the FIRSTLINE/referral consumer to project the facts")
+        eventually(
+            projected, "the FIRSTLINE/referral consumer to project intake's and consent's facts"
+        )
 
         response = post_referral(client, issuer, client_ref, note=CANARY)
         assert response.status_code == 201, response.text
         created = response.json()
-        track_ids = {t["track_id"] for t in created["tracks"]}
+        tracks = {t["track"]: t for t in created["tracks"]}
+        # ICAM may read contact and needs: the Liège office, which speaks Arabic. Fedasil may
+        # read needs only: its default office, which speaks Arabic too.
+        assert (tracks["legal_stay"]["office"], tracks["return"]["office"]) == ("liege", "brussels")
 
         messages = asyncio.run(_read(url, passwords, "sl-admin", "SECONDLINE", ROUTED, expect=2))
         assert len(messages) == 2
-        events = [decode(m.data) for m in messages]
-        assert {e.data["track_id"] for e in events} == track_ids
-        assert {e.data["agency"] for e in events} == {IO, FEDASIL}
-        for message, event in zip(messages, events, strict=True):
-            assert message.subject == ROUTED and set(event.data) == ROUTED_FIELDS
-            assert message.headers["Nats-Msg-Id"] == event.id
+        routed = {e.data["agency"]: e.data for e in (decode(m.data) for m in messages)}
+        assert routed[IO]["disclosure"] == {
+            "categories": ["contact", "identity", "needs"],
+            "package": {
+                "contact": {"municipality": "Luik", "phone": f"{PKG}-phone"},
+                "identity": {
+                    "display_name": f"{PKG}-display_name",
+                    "birth_year": 1990,
+                    "nationality": "GN",
+                },
+                "needs": {"languages": ["ar", "fr"], "needs": ["shelter", f"{PKG}-needs"]},
+            },
+        }
+        assert routed[FEDASIL]["disclosure"] == {
+            "categories": ["needs"],
+            "package": {"needs": {"languages": ["ar", "fr"], "needs": ["shelter", f"{PKG}-needs"]}},
+        }
+        assert routed[FEDASIL]["purposes"] == ["referral"]
+        for message in messages:
+            assert set(decode(message.data).data) == ROUTED_FIELDS
             raw = message.data.decode() + json.dumps(message.headers)
-            for secret in (created["referral_id"], client_ref, CANARY):
+            for secret in (created["referral_id"], client_ref, CANARY, f"{PKG}-health"):
                 assert secret not in raw
 
-        # Audit records left on the first-line link: every outbox row is published.
+        # Intake recorded the disclosure it answered: ids and categories, no values.
+        with Session(intake.app.state.runtime.engine) as session:
+            rows = session.exec(select(OutboxMessage)).all()
+        disclosed = [
+            decode(r.payload).data for r in rows if r.subject == "audit.intake.client.disclose"
+        ]
+        assert [(d["resource_id"], d["categories"]) for d in disclosed] == [
+            (client_ref, ["contact", "identity", "needs"])
+        ]
+        assert all(PKG not in r.payload.decode() for r in rows if r.subject.startswith("audit."))
+
         def all_sent() -> bool:
             with Session(engine) as session:
                 rows = session.exec(select(OutboxMessage)).all()
@@ -881,14 +1751,64 @@ def test_referral_flows_from_firstline_facts_to_the_secondline_stream_and_back(
 
         eventually(all_sent, "the relay to publish routed events and audit records")
 
-        # The second line accepts one track; the SECONDLINE/referral consumer brings it back.
-        legal_stay = next(t for t in created["tracks"] if t["track"] == "legal_stay")
-        asyncio.run(_publish(url, passwords, "sl-admin", [track_accepted(legal_stay)]))
-        eventually(
-            lambda: (
-                _tracks(client, issuer, created["referral_id"])["legal_stay"]["status"]
-                == "accepted"
-            ),
-            "the SECONDLINE/referral consumer to apply track.accepted",
+        # The second line works the ICAM track; the SECONDLINE/referral consumer brings it back.
+        legal_stay, ret = tracks["legal_stay"], tracks["return"]
+        asyncio.run(
+            _publish(
+                url,
+                passwords,
+                "sl-admin",
+                [
+                    track_status(legal_stay, "accepted", previous="requested"),
+                    track_status(legal_stay, "in-progress", previous="accepted"),
+                    track_status(legal_stay, "completed", outcome="legal_stay"),
+                    track_status(ret, "accepted", previous="requested"),
+                ],
+            )
         )
-        assert _tracks(client, issuer, created["referral_id"])["return"]["status"] == "requested"
+        view = eventually(
+            lambda: (
+                v
+                if (v := _tracks(client, issuer, created["referral_id"]))["legal_stay"]["status"]
+                == "completed"
+                and v["return"]["status"] == "accepted"
+                else None
+            ),
+            "the SECONDLINE/referral consumer to apply the status events",
+        )
+        assert view["legal_stay"]["outcome_category"] == "permanent"
+        assert [p["status"] for p in view["legal_stay"]["progress"]] == [
+            "requested",
+            "accepted",
+            "in-progress",
+            "completed",
+        ]
+        # No `feedback` in the Fedasil consent: status only.
+        assert view["return"]["progress"] is None and view["return"]["feedback"] is False
+
+        # The client withdraws the Fedasil consent: the open track is cancelled, zone B told.
+        asyncio.run(_publish(url, passwords, "fl-admin", [consent_withdrawn(fedasil_grant)]))
+        cancelled = asyncio.run(
+            _read(url, passwords, "sl-admin", "SECONDLINE", CANCELLED, expect=1)
+        )
+        assert len(cancelled) == 1
+        event = decode(cancelled[0].data)
+        assert (event.data["track_id"], event.data["reason"]) == (
+            ret["track_id"],
+            "consent_withdrawn",
+        )
+        assert _tracks(client, issuer, created["referral_id"])["return"]["status"] == "cancelled"
+
+
+@pytest.mark.nats
+def test_referral_is_503_and_stores_nothing_when_intake_does_not_answer(bridge_settings, issuer):
+    with running(create_app(bridge_settings)) as client:
+        eventually(lambda: client.get("/readyz").status_code == 200, "both NATS links")
+        client.fake_intake = FakeIntake()  # type: ignore[attr-defined]  # only for new_client
+        client_ref, _ = new_client(client)
+
+        response = post_referral(client, issuer, client_ref, note=CANARY)
+
+        body = assert_problem(response, 503, "call-unavailable")
+        assert "svc.intake.disclosure" in body["detail"] and CANARY not in response.text
+        assert_nothing_stored(client)

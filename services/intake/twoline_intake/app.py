@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from twoline_intake.calls import RESPONDERS
 from twoline_intake.config import Settings, get_settings
 from twoline_intake.consumers import BINDINGS
 from twoline_intake.routes import router
@@ -17,6 +18,8 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     publishes={"firstline.intake.": "default", "audit.intake.": "default"},
     consumers=BINDINGS,
+    # The bridge asks for a client's disclosure package, only the categories a consent grants.
+    responders=RESPONDERS,
 )
 
 

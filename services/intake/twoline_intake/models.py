@@ -10,7 +10,7 @@ from pydantic import AfterValidator, ConfigDict, StringConstraints, field_valida
 from sqlalchemy import JSON, String
 from sqlmodel import Field, SQLModel
 
-from twoline_shared.codes import is_country, is_language
+from twoline_shared.codes import DataCategory, is_country, is_language
 from twoline_shared.db import UtcDateTime, utcnow
 
 
@@ -175,3 +175,24 @@ class ContactPublic(ContactBase):
 class ContactsPublic(SQLModel):
     data: list[ContactPublic]
     count: int
+
+
+# ---------------------------------------------------------------- calls (svc.intake.*)
+
+
+class DisclosureRequest(SQLModel):
+    """`svc.intake.disclosure`: the bridge asks for some categories of one client of one org."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    client_ref: str = Field(min_length=1, max_length=64)
+    org: str = Field(min_length=1, max_length=100)
+    # An unknown category is a 422: nothing is disclosed for a code intake does not know.
+    categories: list[DataCategory] = Field(min_length=1, max_length=len(DataCategory))
+
+
+class DisclosureReply(SQLModel):
+    """The disclosure package: one object per asked category, holding that category's fields."""
+
+    client_ref: str
+    categories: dict[str, dict[str, Any]]

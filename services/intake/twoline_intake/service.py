@@ -3,8 +3,16 @@
 from sqlmodel import Session
 
 from twoline_intake import repository
-from twoline_intake.domain import categories_of, categories_present
-from twoline_intake.models import Client, ClientCreate, ClientUpdate, Contact, ContactCreate
+from twoline_intake.domain import categories_of, categories_present, disclosure_package
+from twoline_intake.models import (
+    Client,
+    ClientCreate,
+    ClientUpdate,
+    Contact,
+    ContactCreate,
+    DisclosureReply,
+    DisclosureRequest,
+)
 from twoline_shared.audit import record_audit
 from twoline_shared.auth import Principal
 from twoline_shared.db import utcnow
@@ -148,3 +156,29 @@ def list_clients(
     session: Session, *, principal: Principal, offset: int, limit: int
 ) -> tuple[list[Client], int]:
     return repository.list_clients(session, org=principal.org or "", offset=offset, limit=limit)
+
+
+def disclose(session: Session, *, request: DisclosureRequest) -> DisclosureReply:
+    """Build the disclosure package the bridge asks for: exactly the asked categories (F2).
+
+    Only the bridge can ask (the broker config allows no one else to publish the call subject);
+    the client must belong to the org the bridge names, or it is indistinguishable from none (F7).
+    """
+    client = repository.get_client(session, org=request.org, client_ref=request.client_ref)
+    if client is None:
+        raise NotFound("No such client in this organisation.")
+    package = disclosure_package(client.model_dump(), request.categories)
+    # F2/F8: the disclosure is recorded by ids and categories, never by the values it carried.
+    record_audit(
+        session,
+        service="intake",
+        action="disclose",
+        actor=None,
+        resource_type="client",
+        resource_id=client.client_ref,
+        org=client.org,
+        categories=list(package),
+        requested_by="referral",
+        purpose="referral",
+    )
+    return DisclosureReply(client_ref=client.client_ref, categories=package)

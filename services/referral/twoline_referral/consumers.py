@@ -1,7 +1,7 @@
 """Referral consumers: zone-A facts on the `firstline` link, zone-B status on `secondline`.
 
 One function per event type, each a call into `service.py`. Payloads are validated: a malformed
-event raises, so the kernel retries it and dead-letters it after `max_deliver`.
+event raises, and the kernel sets it aside in the dead-letter table.
 """
 
 from sqlmodel import Session
@@ -11,10 +11,12 @@ from twoline_referral.models import (
     ClientRegistered,
     ConsentGranted,
     ConsentWithdrawn,
-    TrackAccepted,
+    TrackStatusChanged,
 )
 from twoline_shared.events import Event
 from twoline_shared.inbox import ConsumerBinding, Handler
+
+TRACK_STATUS = "secondline.case.track."
 
 
 def on_client_registered(session: Session, event: Event) -> None:
@@ -29,8 +31,13 @@ def on_consent_withdrawn(session: Session, event: Event) -> None:
     service.record_consent_withdrawn(session, data=ConsentWithdrawn.model_validate(event.data))
 
 
-def on_track_accepted(session: Session, event: Event) -> None:
-    service.record_track_accepted(session, data=TrackAccepted.model_validate(event.data))
+def on_track_status(session: Session, event: Event) -> None:
+    """accepted, rejected, status-changed, completed: one payload, the verb names the kind."""
+    service.record_track_status(
+        session,
+        verb=event.type.removeprefix(TRACK_STATUS),
+        data=TrackStatusChanged.model_validate(event.data),
+    )
 
 
 FIRSTLINE_HANDLERS: dict[str, Handler] = {
@@ -40,7 +47,7 @@ FIRSTLINE_HANDLERS: dict[str, Handler] = {
 }
 
 SECONDLINE_HANDLERS: dict[str, Handler] = {
-    "secondline.case.track.accepted": on_track_accepted,
+    TRACK_STATUS + ">": on_track_status,
 }
 
 BINDINGS: list[ConsumerBinding] = [

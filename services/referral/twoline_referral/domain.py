@@ -1,18 +1,29 @@
-"""Referral rules without I/O: which agency a track goes to, which consent permits it, where it is
-routed, how a track's status may move, and how the consent projection folds its events."""
+"""Referral rules without I/O: which agency a track goes to, which consent permits it, what its
+disclosure package holds, where it is routed, how a track's status may move, what the NGO may see
+of it, and how the consent projection folds its events."""
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import unicodedata
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
 
-from twoline_referral.models import (
-    ReferralCreate,
-    as_utc,
-)
+from twoline_referral.models import BusinessStatus, ReferralCreate, as_utc
+from twoline_shared import tasks
 from twoline_shared.auth import Agency
-from twoline_shared.codes import TRACK_AGENCY, ConsentStatus, Purpose, TaskStatus, Track
+from twoline_shared.codes import (
+    OUTCOME_CATEGORY,
+    TRACK_AGENCY,
+    ConsentStatus,
+    DataCategory,
+    Outcome,
+    OutcomeCategory,
+    Purpose,
+    TaskStatus,
+    Track,
+)
 
 AGENCY_FOR_TRACK: dict[Track, Agency] = TRACK_AGENCY
 
@@ -23,6 +34,7 @@ class ConsentFacts(Protocol):
     org: str
     recipient: str
     purposes: list[str]
+    categories: list[str]
     valid_from: datetime | None
     valid_until: datetime | None
     status: str
@@ -87,9 +99,94 @@ def agencies_for(tracks: Iterable[Track]) -> list[Agency]:
     return [AGENCY_FOR_TRACK[track] for track in tracks]
 
 
-def route_office(agency: Agency, *, default_office: Mapping[str, str]) -> str:
-    """The office queue a track goes to (the next issue adds municipality and language rules)."""
-    return default_office[agency.value]
+# ---------------------------------------------------------------- disclosure packages
+
+
+def disclosed_categories(consented: Iterable[str]) -> list[str]:
+    """The data categories a consent grants, as known codes, in one stable order."""
+    known = {c.value for c in DataCategory}
+    return sorted({c for c in consented if c in known})
+
+
+def union_of_categories(consents: Iterable[ConsentFacts]) -> list[str]:
+    """What to ask intake for once: every category any of the chosen consents grants."""
+    union: set[str] = set()
+    for consent in consents:
+        union.update(disclosed_categories(consent.categories))
+    return sorted(union)
+
+
+def package_for(
+    consented: Iterable[str], disclosed: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """One agency's package: exactly the categories its consent grants, no key for the others (F2).
+
+    `disclosed` is what intake returned for the union of the consents of one referral; what
+    another agency's consent grants never leaks into this agency's package.
+    """
+    return {c: dict(disclosed[c]) for c in disclosed_categories(consented) if c in disclosed}
+
+
+# ---------------------------------------------------------------- routing
+
+
+class OfficeFacts(Protocol):
+    languages: list[str]
+    municipalities: list[str]
+
+
+def normalise_place(name: str) -> str:
+    """A municipality name compared without case, accents, hyphens or spaces ("Liège" = "liege")."""
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(ch for ch in decomposed if ch.isalnum())
+
+
+def route_office(
+    agency: Agency,
+    *,
+    categories: Collection[str],
+    package: Mapping[str, Mapping[str, Any]],
+    offices: Mapping[str, Mapping[str, OfficeFacts]],
+    default_office: Mapping[str, str],
+) -> str:
+    """The office queue of `agency` a track goes to.
+
+    Routing reads only the agency's own package and only the categories its consent grants:
+    without `contact` the municipality is never looked at, without `needs` the languages never
+    are, and then the track goes to the agency's default office.
+    1. `contact`: the office whose municipalities hold the client's municipality, else the default.
+    2. `needs`: if that office speaks none of the client's languages, the first office that does
+       (client's language order first; the default office first among equals, then table order).
+    """
+    table = offices.get(agency.value, {})
+    default = default_office[agency.value]
+    office = default
+    if DataCategory.CONTACT.value in categories:
+        municipality = package.get(DataCategory.CONTACT.value, {}).get("municipality")
+        if isinstance(municipality, str) and normalise_place(municipality):
+            place = normalise_place(municipality)
+            office = next(
+                (
+                    name
+                    for name, facts in table.items()
+                    if any(normalise_place(m) == place for m in facts.municipalities)
+                ),
+                default,
+            )
+    if DataCategory.NEEDS.value in categories:
+        languages = package.get(DataCategory.NEEDS.value, {}).get("languages")
+        spoken = [lang for lang in languages if isinstance(lang, str)] if languages else []
+        if spoken and not _speaks(table.get(office), spoken):
+            order = [default, *(name for name in table if name != default)]
+            for language in spoken:
+                match = next((n for n in order if _speaks(table.get(n), [language])), None)
+                if match is not None:
+                    return match
+    return office
+
+
+def _speaks(office: OfficeFacts | None, languages: Iterable[str]) -> bool:
+    return office is not None and any(lang in office.languages for lang in languages)
 
 
 def status_after_grant(current: str | None) -> ConsentStatus:
@@ -104,20 +201,64 @@ def status_after_withdrawal(_current: str | None) -> ConsentStatus:
     return ConsentStatus.INACTIVE
 
 
-# Performer-set transitions handled so far (HL7 Gravity: the second line accepts a requested task).
-# The full FHIR Task state machine comes with the next issue.
-TRACK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.REQUESTED: frozenset({TaskStatus.ACCEPTED}),
+# ---------------------------------------------------------------- track status
+
+# The performer's status events (`secondline.case.track.<verb>`) and the statuses each may carry.
+STATUS_EVENTS: dict[str, frozenset[TaskStatus]] = {
+    "accepted": frozenset({TaskStatus.ACCEPTED}),
+    "rejected": frozenset({TaskStatus.REJECTED}),
+    "status-changed": frozenset(
+        {TaskStatus.IN_PROGRESS, TaskStatus.ON_HOLD, TaskStatus.FAILED, TaskStatus.CANCELLED}
+    ),
+    "completed": frozenset({TaskStatus.COMPLETED}),
 }
 
 
-def can_transition(current: str, target: TaskStatus) -> bool:
-    """True when a track in `current` may move to `target`."""
-    try:
-        state = TaskStatus(current)
-    except ValueError:
+class Move(StrEnum):
+    """What a status event does to a track."""
+
+    APPLY = "apply"
+    SAME = "same"  # the track already has this status: a duplicate or a late copy
+    ILLEGAL = "illegal"  # FHIR Task forbids it (e.g. out of a terminal status, or out of order)
+
+
+def judge_move(current: str, target: str) -> Move:
+    """Whether a track in `current` moves to `target` (the shared FHIR Task state machine)."""
+    if current == target:
+        return Move.SAME
+    return Move.APPLY if tasks.can_move(current, target) else Move.ILLEGAL
+
+
+def business_status_for(status: str) -> BusinessStatus:
+    """Where a track sits: routed while requested, assigned while worked on, closed at the end."""
+    if tasks.is_terminal(status):
+        return BusinessStatus.CLOSED
+    if status == TaskStatus.REQUESTED:
+        return BusinessStatus.ROUTED
+    return BusinessStatus.ASSIGNED
+
+
+def is_open(status: str) -> bool:
+    """A track that may still be cancelled (not in a terminal status)."""
+    return not tasks.is_terminal(status)
+
+
+def consent_allows_feedback(consent: ConsentFacts | None, *, now: datetime) -> bool:
+    """F6: status reason, outcome and progress go back to the NGO only under an active, current
+    consent that grants `feedback`."""
+    if consent is None:
         return False
-    return target in TRACK_TRANSITIONS.get(state, frozenset())
+    now = as_utc(now)
+    return (
+        consent.status == ConsentStatus.ACTIVE
+        and Purpose.FEEDBACK.value in consent.purposes
+        and (consent.valid_from is None or as_utc(consent.valid_from) <= now)
+        and (consent.valid_until is None or now < as_utc(consent.valid_until))
+    )
+
+
+def outcome_category(outcome: str | None) -> OutcomeCategory | None:
+    return OUTCOME_CATEGORY[Outcome(outcome)] if outcome else None
 
 
 def request_fingerprint(body: ReferralCreate) -> str:

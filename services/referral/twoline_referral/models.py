@@ -7,16 +7,25 @@ are active) and the referrals themselves. Only `track_id`s and codes ever cross 
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import AfterValidator, ConfigDict, field_validator
+from pydantic import AfterValidator, ConfigDict, field_validator, model_validator
 from sqlalchemy import JSON
 from sqlmodel import Field, Relationship, SQLModel
 
 from twoline_shared.auth import Agency
-from twoline_shared.codes import ConsentStatus, TaskStatus, Track, Urgency
+from twoline_shared.codes import (
+    ConsentStatus,
+    Outcome,
+    OutcomeCategory,
+    StatusReason,
+    TaskStatus,
+    Track,
+    Urgency,
+)
 from twoline_shared.db import UtcDateTime, utcnow
+from twoline_shared.tasks import MAY_SET, NEEDS_REASON, Party
 
 
 def as_utc(value: datetime) -> datetime:
@@ -32,7 +41,18 @@ UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 class BusinessStatus(StrEnum):
     """Where a track sits meanwhile (FHIR Task.businessStatus)."""
 
-    ROUTED = "routed"
+    ROUTED = "routed"  # in an office queue, not yet taken (`requested`)
+    ASSIGNED = "assigned"  # a case worker holds it (`accepted`, `in-progress`, `on-hold`)
+    CLOSED = "closed"  # terminal (`completed`, `cancelled`, `rejected`, `failed`)
+
+
+class CancelReason(StrEnum):
+    """Why the requester cancels (docs/events.md); `consent_withdrawn` is the bridge's own (F4)."""
+
+    REQUESTER_CANCELLED = StatusReason.REQUESTER_CANCELLED.value
+    CLIENT_REQUEST = StatusReason.CLIENT_REQUEST.value
+    DUPLICATE = StatusReason.DUPLICATE.value
+    OTHER = StatusReason.OTHER.value
 
 
 class KnownClient(SQLModel, table=True):
@@ -84,6 +104,11 @@ class Referral(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     idempotency_key: str | None = Field(default=None, max_length=255)
     request_hash: str | None = Field(default=None, max_length=64)
+    # The requester's cancellation; the note is zone A only, like `note`.
+    cancel_reason: str | None = Field(default=None, max_length=32)
+    cancel_note: str | None = Field(default=None, max_length=4000)
+    cancelled_by: str | None = Field(default=None, max_length=200)
+    cancelled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
     tracks: list["ReferralTrack"] = Relationship(
         back_populates="referral",
@@ -104,13 +129,37 @@ class ReferralTrack(SQLModel, table=True):
     track: str = Field(max_length=16)
     agency: str = Field(max_length=32)
     office: str = Field(max_length=64)
-    consent_id: str = Field(max_length=64)
+    # Indexed: a withdrawal finds every track that went under its consent (F4).
+    consent_id: str = Field(max_length=64, index=True)
     status: str = Field(default=TaskStatus.REQUESTED.value, max_length=16)
     business_status: str = Field(default=BusinessStatus.ROUTED.value, max_length=32)
+    # Codes only (StatusReason, Outcome): a case worker's free text stays in zone B (F6).
+    status_reason: str | None = Field(default=None, max_length=32)
+    outcome: str | None = Field(default=None, max_length=32)
     status_changed_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
     referral: Referral | None = Relationship(back_populates="tracks")
+    history: list["TrackStatusEntry"] = Relationship(
+        back_populates="track_row",
+        sa_relationship_kwargs={"lazy": "selectin", "order_by": "TrackStatusEntry.seq"},
+    )
+
+
+class TrackStatusEntry(SQLModel, table=True):
+    """One status a track took, in the order the bridge applied them (the NGO's `progress`)."""
+
+    __tablename__ = "referral_track_status"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    track_id: uuid.UUID = Field(foreign_key="referral_track.track_id", index=True)
+    status: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=32)
+    outcome: str | None = Field(default=None, max_length=32)
+    at: datetime = Field(sa_type=UtcDateTime)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+    track_row: ReferralTrack | None = Relationship(back_populates="history")
 
 
 class ReferralCreate(SQLModel):
@@ -131,13 +180,38 @@ class ReferralCreate(SQLModel):
         return value
 
 
+class ReferralCancel(SQLModel):
+    """The requester cancels every open track of a referral; the note stays in the bridge."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    reason: CancelReason
+    note: str | None = Field(default=None, max_length=4000)
+
+
+class TrackProgressPublic(SQLModel):
+    status: TaskStatus
+    reason: StatusReason | None
+    outcome: Outcome | None
+    at: UtcDatetime
+
+
 class TrackPublic(SQLModel):
+    """A track as the NGO sees it; reason, outcome and progress only under `feedback` (F6)."""
+
     track_id: uuid.UUID
     track: Track
     agency: Agency
+    office: str
     status: TaskStatus
     business_status: BusinessStatus
-    office: str
+    status_changed_at: UtcDatetime
+    # Whether the consent the track went under is active and grants `feedback`.
+    feedback: bool
+    status_reason: StatusReason | None = None
+    outcome: Outcome | None = None
+    outcome_category: OutcomeCategory | None = None
+    progress: list[TrackProgressPublic] | None = None
 
 
 class ReferralPublic(SQLModel):
@@ -146,6 +220,9 @@ class ReferralPublic(SQLModel):
     urgency: Urgency
     note: str | None
     created_at: UtcDatetime
+    cancel_reason: CancelReason | None = None
+    cancel_note: str | None = None
+    cancelled_at: UtcDatetime | None = None
     tracks: list[TrackPublic]
 
 
@@ -186,7 +263,33 @@ class ConsentWithdrawn(_Payload):
     withdrawn_at: UtcDatetime | None = None
 
 
-class TrackAccepted(_Payload):
+class TrackStatusChanged(_Payload):
+    """The track status payload of every `secondline.case.track.*` event (docs/events.md)."""
+
     track_id: uuid.UUID
-    agency: str = Field(max_length=32)
+    case_id: str | None = Field(default=None, max_length=64)
+    track: Track | None = None
+    agency: str = Field(min_length=1, max_length=32)
+    office: str | None = Field(default=None, max_length=100)
+    previous_status: TaskStatus | None = None
+    status: TaskStatus
+    reason: StatusReason | None = None
+    outcome: Outcome | None = None
     at: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _codes_fit_the_status(self) -> "TrackStatusChanged":
+        if self.status not in MAY_SET[Party.PERFORMER]:
+            raise ValueError(f"the performer does not set {self.status.value!r}")
+        if self.status in NEEDS_REASON and self.reason is None:
+            raise ValueError(f"{self.status.value!r} needs a reason")
+        if (self.outcome is not None) != (self.status == TaskStatus.COMPLETED):
+            raise ValueError("an outcome comes with `completed`, and only with it")
+        return self
+
+
+class DisclosedPackage(_Payload):
+    """The reply data of `svc.intake.disclosure`: one object per asked category."""
+
+    client_ref: str = Field(min_length=1, max_length=64)
+    categories: dict[str, dict[str, Any]]

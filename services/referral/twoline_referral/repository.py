@@ -1,8 +1,10 @@
 """All referral queries. Every read of a referral is scoped to the caller's org (F7)."""
 
 import uuid
+from collections.abc import Iterable
+from datetime import datetime
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, select
 
 from twoline_referral.models import (
@@ -10,6 +12,7 @@ from twoline_referral.models import (
     KnownClient,
     Referral,
     ReferralTrack,
+    TrackStatusEntry,
 )
 from twoline_shared.codes import ConsentStatus
 
@@ -35,7 +38,18 @@ def active_consents(session: Session, *, org: str, client_ref: str) -> list[Cons
     )
 
 
-def save(session: Session, row: KnownClient | ConsentView | ReferralTrack) -> None:
+def consents_by_id(session: Session, *, consent_ids: Iterable[str]) -> dict[str, ConsentView]:
+    """The consents tracks went under, whatever their status now (for the feedback gate)."""
+    ids = sorted(set(consent_ids))
+    if not ids:
+        return {}
+    rows = session.exec(select(ConsentView).where(ConsentView.consent_id.in_(ids))).all()  # type: ignore[attr-defined]
+    return {row.consent_id: row for row in rows}
+
+
+def save(
+    session: Session, row: KnownClient | ConsentView | Referral | ReferralTrack | TrackStatusEntry
+) -> None:
     session.add(row)
     session.flush()
 
@@ -74,3 +88,51 @@ def add_referral(session: Session, *, referral: Referral) -> Referral:
 
 def get_track(session: Session, *, track_id: uuid.UUID) -> ReferralTrack | None:
     return session.get(ReferralTrack, track_id)
+
+
+def tracks_under_consent(session: Session, *, consent_id: str) -> list[ReferralTrack]:
+    """Every track that went under one consent, terminal or not, oldest first."""
+    return list(
+        session.exec(
+            select(ReferralTrack)
+            .where(ReferralTrack.consent_id == consent_id)
+            .order_by(ReferralTrack.created_at, ReferralTrack.track_id)  # type: ignore[arg-type]
+        ).all()
+    )
+
+
+def move_track(
+    session: Session,
+    *,
+    track: ReferralTrack,
+    expected: str,
+    status: str,
+    reason: str | None,
+    outcome: str | None,
+    business_status: str,
+    at: datetime,
+) -> bool:
+    """Move `track` from `expected` to `status` and log it in its history; False if it is no longer
+    in `expected` (a status event from zone B and the NGO's cancel cannot both win)."""
+    result = session.exec(  # type: ignore[call-overload]
+        update(ReferralTrack)
+        .where(ReferralTrack.track_id == track.track_id, ReferralTrack.status == expected)  # type: ignore[arg-type]
+        .values(
+            status=status,
+            status_reason=reason,
+            outcome=outcome,
+            business_status=business_status,
+            status_changed_at=at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    session.refresh(track)
+    track.history.append(
+        TrackStatusEntry(
+            track_id=track.track_id, status=status, reason=reason, outcome=outcome, at=at
+        )
+    )
+    session.flush()
+    return True

@@ -7,7 +7,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from twoline_referral import service
 from twoline_referral.config import Settings
-from twoline_referral.models import ReferralCreate, ReferralPublic, ReferralsPublic
+from twoline_referral.disclosure import Fetcher, intake_fetcher
+from twoline_referral.models import (
+    ReferralCancel,
+    ReferralCreate,
+    ReferralPublic,
+    ReferralsPublic,
+)
 from twoline_shared.auth import NgoCaseworker
 from twoline_shared.db import SessionDep
 from twoline_shared.pagination import PageDep
@@ -19,7 +25,14 @@ def get_service_settings(request: Request) -> Settings:
     return request.app.state.runtime.settings
 
 
+def get_disclosure_fetcher(request: Request) -> Fetcher:
+    """Intake's disclosure package, asked over the running service's first-line link."""
+    runtime = request.app.state.runtime
+    return intake_fetcher(runtime, timeout=runtime.settings.disclosure_timeout_seconds)
+
+
 SettingsDep = Annotated[Settings, Depends(get_service_settings)]
+DisclosureFetcherDep = Annotated[Fetcher, Depends(get_disclosure_fetcher)]
 # Visible ASCII only; it is compared, stored per org, and never logged.
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[!-~]+$")
@@ -33,6 +46,7 @@ def create_referral(
     session: SessionDep,
     principal: NgoCaseworker,
     settings: SettingsDep,
+    fetch_disclosure: DisclosureFetcherDep,
     idempotency_key: IdempotencyKey = None,
 ):
     """Refer a client to the second line for one or both tracks, under the client's consent."""
@@ -41,11 +55,13 @@ def create_referral(
         principal=principal,
         body=body,
         idempotency_key=idempotency_key,
+        offices=settings.routing_offices,
         default_office=settings.routing_default_office,
+        fetch_disclosure=fetch_disclosure,
     )
     if not created:
         response.status_code = 200
-    return ReferralPublic.model_validate(referral)
+    return referral
 
 
 @router.get("", response_model=ReferralsPublic)
@@ -59,11 +75,18 @@ def list_referrals(
     rows, count = service.list_referrals(
         session, principal=principal, client_ref=client_ref, offset=page.offset, limit=page.limit
     )
-    return ReferralsPublic(data=[ReferralPublic.model_validate(r) for r in rows], count=count)
+    return ReferralsPublic(data=rows, count=count)
 
 
 @router.get("/{referral_id}", response_model=ReferralPublic)
 def read_referral(referral_id: uuid.UUID, session: SessionDep, principal: NgoCaseworker):
     """Read one referral of your organisation and the status of its tracks."""
-    referral = service.read_referral(session, principal=principal, referral_id=referral_id)
-    return ReferralPublic.model_validate(referral)
+    return service.read_referral(session, principal=principal, referral_id=referral_id)
+
+
+@router.post("/{referral_id}/cancel", response_model=ReferralPublic)
+def cancel_referral(
+    referral_id: uuid.UUID, body: ReferralCancel, session: SessionDep, principal: NgoCaseworker
+):
+    """Cancel every open track of a referral of your organisation (the note stays here)."""
+    return service.cancel_referral(session, principal=principal, referral_id=referral_id, body=body)

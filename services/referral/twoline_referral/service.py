@@ -1,30 +1,39 @@
-"""Referral use cases: fold zone-A facts into projections, check consent, route, follow status."""
+"""Referral use cases: fold zone-A facts into projections, check consent, disclose, route, follow
+status, cancel."""
 
 import logging
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from twoline_referral import domain, repository
+from twoline_referral.disclosure import Fetcher
 from twoline_referral.models import (
+    BusinessStatus,
     ClientRegistered,
     ConsentGranted,
     ConsentView,
     ConsentWithdrawn,
     KnownClient,
     Referral,
+    ReferralCancel,
     ReferralCreate,
+    ReferralPublic,
     ReferralTrack,
-    TrackAccepted,
+    TrackProgressPublic,
+    TrackPublic,
+    TrackStatusChanged,
+    TrackStatusEntry,
 )
 from twoline_shared.audit import record_audit
-from twoline_shared.auth import Principal
-from twoline_shared.codes import TaskStatus
+from twoline_shared.auth import Agency, Principal
+from twoline_shared.codes import StatusReason, TaskStatus
 from twoline_shared.db import utcnow
 from twoline_shared.errors import Conflict, Invalid, NotFound
-from twoline_shared.events import new_event
+from twoline_shared.events import Event, new_event
 from twoline_shared.outbox import add_event
 
 log = logging.getLogger("twoline.referral")
@@ -32,6 +41,7 @@ log = logging.getLogger("twoline.referral")
 SERVICE = "referral"
 SOURCE = "twoline/referral"
 TRACK_ROUTED = "secondline.referral.track.routed"
+TRACK_CANCELLED = "secondline.referral.track.cancelled"
 
 
 # ---------------------------------------------------------------- projections (consumers)
@@ -75,8 +85,15 @@ def record_consent_granted(session: Session, *, data: ConsentGranted) -> None:
 
 
 def record_consent_withdrawn(session: Session, *, data: ConsentWithdrawn) -> None:
-    """Project a withdrawal, also when it overtakes its grant (F4: withdrawal always wins)."""
+    """Project a withdrawal, also when it overtakes its grant (F4: withdrawal always wins), and
+    cancel what went under it.
+
+    F4: every open track under the consent is cancelled with `consent_withdrawn`, and every track
+    under it, open or not, gets a `track.cancelled` event so that zone B purges the disclosure.
+    A withdrawal of a consent already withdrawn changes nothing and emits nothing.
+    """
     consent = repository.get_consent(session, consent_id=data.consent_id)
+    already_withdrawn = consent is not None and consent.withdrawn_at is not None
     if consent is None:
         consent = ConsentView(
             consent_id=data.consent_id,
@@ -88,21 +105,68 @@ def record_consent_withdrawn(session: Session, *, data: ConsentWithdrawn) -> Non
     consent.withdrawn_at = consent.withdrawn_at or data.withdrawn_at or utcnow()
     consent.updated_at = utcnow()
     repository.save(session, consent)
+    if already_withdrawn:
+        return
+    now = utcnow()
+    reason = StatusReason.CONSENT_WITHDRAWN.value
+    for track in repository.tracks_under_consent(session, consent_id=consent.consent_id):
+        previous = track.status
+        if domain.is_open(previous):
+            _move(session, track, status=TaskStatus.CANCELLED, reason=reason, outcome=None, at=now)
+        add_event(session, _track_cancelled(track, reason=reason, at=now))
+        record_audit(
+            session,
+            service=SERVICE,
+            action="cancel",
+            actor=None,
+            resource_type="track",
+            resource_id=str(track.track_id),
+            referral_id=str(track.referral_id),
+            agency=track.agency,
+            office=track.office,
+            consent_id=consent.consent_id,
+            previous_status=previous,
+            status=track.status,
+            reason=reason,
+            purge_requested=True,
+        )
 
 
-def record_track_accepted(session: Session, *, data: TrackAccepted) -> None:
-    """The second line accepted a track: `requested` -> `accepted`; anything else is left as is."""
+def record_track_status(session: Session, *, verb: str, data: TrackStatusChanged) -> None:
+    """A status fact from zone B (`secondline.case.track.<verb>`) moves the NGO-visible track.
+
+    The same status again is a no-op (duplicates, late copies); a move the FHIR Task state machine
+    forbids (out of a terminal status, or out of order) is ignored with an id-only log line.
+    """
+    allowed = domain.STATUS_EVENTS.get(verb)
+    if allowed is None:
+        log.info("secondline.case.track.%s carries no status for the bridge; ignored", verb)
+        return
+    if data.status not in allowed:
+        raise Invalid(f"secondline.case.track.{verb} cannot carry status {data.status.value!r}.")
     track = repository.get_track(session, track_id=data.track_id)
     if track is None or track.agency != data.agency:
-        log.warning("track.accepted for an unknown track or another agency; ignored")
+        log.warning("track status for an unknown track or another agency; ignored")
         return
-    if not domain.can_transition(track.status, TaskStatus.ACCEPTED):
-        log.info("track.accepted ignored: track is %s", track.status)
+    move = domain.judge_move(track.status, data.status)
+    if move is domain.Move.SAME:
         return
-    previous = track.status
-    track.status = TaskStatus.ACCEPTED.value
-    track.status_changed_at = data.at or utcnow()
-    repository.save(session, track)
+    if move is domain.Move.ILLEGAL:
+        log.info(
+            "track %s: %s -> %s is not a legal move; ignored",
+            track.track_id,
+            track.status,
+            data.status.value,
+        )
+        return
+    previous = _move(
+        session,
+        track,
+        status=data.status,
+        reason=data.reason.value if data.reason else None,
+        outcome=data.outcome.value if data.outcome else None,
+        at=data.at or utcnow(),
+    )
     record_audit(
         session,
         service=SERVICE,
@@ -115,6 +179,50 @@ def record_track_accepted(session: Session, *, data: TrackAccepted) -> None:
         office=track.office,
         previous_status=previous,
         status=track.status,
+        reason=track.status_reason,
+        # Not `outcome`: in an audit record that is whether the action succeeded.
+        track_outcome=track.outcome,
+    )
+
+
+def _move(
+    session: Session,
+    track: ReferralTrack,
+    *,
+    status: TaskStatus,
+    reason: str | None,
+    outcome: str | None,
+    at: datetime,
+) -> str:
+    """Apply one legal move to `track` and its history; returns the status it left."""
+    previous = track.status
+    moved = repository.move_track(
+        session,
+        track=track,
+        expected=previous,
+        status=status.value,
+        reason=reason,
+        outcome=outcome,
+        business_status=domain.business_status_for(status).value,
+        at=at,
+    )
+    if not moved:
+        # Someone else moved it since it was read: the request fails, the consumer retries.
+        raise Conflict("The track changed meanwhile; reload it.", slug="track-changed")
+    return previous
+
+
+def _track_cancelled(track: ReferralTrack, *, reason: str, at: datetime) -> Event:
+    """The event that tells zone B a track is cancelled (and, for consent_withdrawn, to purge)."""
+    return new_event(
+        source=SOURCE,
+        type=TRACK_CANCELLED,
+        subject=str(track.track_id),
+        track_id=str(track.track_id),
+        agency=track.agency,
+        status=TaskStatus.CANCELLED.value,
+        reason=reason,
+        at=at.isoformat(),
     )
 
 
@@ -127,19 +235,23 @@ def create_referral(
     principal: Principal,
     body: ReferralCreate,
     idempotency_key: str | None,
+    offices: Mapping[str, Mapping[str, domain.OfficeFacts]],
     default_office: Mapping[str, str],
-) -> tuple[Referral, bool]:
+    fetch_disclosure: Fetcher,
+) -> tuple[ReferralPublic, bool]:
     """Refer a client for one or both tracks; returns the referral and whether it is new.
 
     F0: every track needs an active `referral` consent for its agency; if one is missing the
     whole request is refused and nothing is stored or routed.
+    F2: intake is asked once for what the chosen consents grant together; each track's package
+    holds exactly what its own agency's consent grants. If intake cannot answer, nothing is stored.
     """
     org = principal.org or ""
     fingerprint = domain.request_fingerprint(body)
     if idempotency_key is not None:
         existing = repository.get_referral_by_key(session, org=org, idempotency_key=idempotency_key)
         if existing is not None:
-            return _replay(existing, fingerprint), False
+            return _view(session, _replay(existing, fingerprint)), False
 
     client = repository.get_known_client(session, client_ref=body.client_ref)
     if client is None or client.org != org:
@@ -163,6 +275,12 @@ def create_referral(
             missing_consent=[a.value for a in missing],
         )
 
+    union = domain.union_of_categories(chosen.values())
+    disclosed = fetch_disclosure(body.client_ref, org, union) if union else {}
+    categories = {a: domain.disclosed_categories(chosen[a].categories) for a in agencies}
+    # In memory only: the packages leave in the routed events and are never stored in a table.
+    packages = {a: domain.package_for(categories[a], disclosed) for a in agencies}
+
     now = utcnow()
     referral = Referral(
         org=org,
@@ -181,13 +299,21 @@ def create_referral(
             referral_id=referral.referral_id,
             track=track.value,
             agency=agency.value,
-            office=domain.route_office(agency, default_office=default_office),
+            office=domain.route_office(
+                agency,
+                categories=categories[agency],
+                package=packages[agency],
+                offices=offices,
+                default_office=default_office,
+            ),
             consent_id=chosen[agency].consent_id,
             status_changed_at=now,
             created_at=now,
         )
         for track, agency in zip(tracks, agencies, strict=True)
     ]
+    for row in referral.tracks:
+        row.history = [TrackStatusEntry(track_id=row.track_id, status=row.status, at=now)]
     try:
         repository.add_referral(session, referral=referral)
     except IntegrityError:
@@ -198,10 +324,13 @@ def create_referral(
         existing = repository.get_referral_by_key(session, org=org, idempotency_key=idempotency_key)
         if existing is None:
             raise
-        return _replay(existing, fingerprint), False
+        return _view(session, _replay(existing, fingerprint)), False
 
     for track in referral.tracks:
-        # F5: zone B gets the track id, codes and the office, never referral_id, client_ref or note.
+        agency = Agency(track.agency)
+        consent = chosen[agency]
+        # F5: zone B gets the track id, codes, the office and the package, never referral_id,
+        # client_ref or note.
         add_event(
             session,
             new_event(
@@ -214,7 +343,25 @@ def create_referral(
                 office=track.office,
                 urgency=referral.urgency,
                 routed_at=now.isoformat(),
+                purposes=sorted(consent.purposes),
+                disclosure={"categories": categories[agency], "package": packages[agency]},
             ),
+        )
+        # F2: every disclosure is an audit record: to whom, under which consent, which categories.
+        record_audit(
+            session,
+            service=SERVICE,
+            action="disclose",
+            actor=principal,
+            resource_type="track",
+            resource_id=str(track.track_id),
+            track_id=str(track.track_id),
+            referral_id=str(referral.referral_id),
+            agency=track.agency,
+            office=track.office,
+            consent_id=consent.consent_id,
+            categories=categories[agency],
+            purpose="referral",
         )
     record_audit(
         session,
@@ -232,7 +379,7 @@ def create_referral(
         consent_ids=[t.consent_id for t in referral.tracks],
         purpose="referral",
     )
-    return referral, True
+    return _view(session, referral), True
 
 
 def _replay(existing: Referral, fingerprint: str) -> Referral:
@@ -244,11 +391,19 @@ def _replay(existing: Referral, fingerprint: str) -> Referral:
     return existing
 
 
-def read_referral(session: Session, *, principal: Principal, referral_id: uuid.UUID) -> Referral:
+def _own_referral(session: Session, *, principal: Principal, referral_id: uuid.UUID) -> Referral:
     """A referral of the caller's org; another org's is indistinguishable from none (F7)."""
     referral = repository.get_referral(session, org=principal.org or "", referral_id=referral_id)
     if referral is None:
         raise NotFound(f"No referral {referral_id} in your organisation.")
+    return referral
+
+
+def read_referral(
+    session: Session, *, principal: Principal, referral_id: uuid.UUID
+) -> ReferralPublic:
+    """A referral of the caller's org with what the NGO may see of its tracks (F6, F7)."""
+    referral = _own_referral(session, principal=principal, referral_id=referral_id)
     record_audit(
         session,
         service=SERVICE,
@@ -259,12 +414,12 @@ def read_referral(session: Session, *, principal: Principal, referral_id: uuid.U
         track_ids=[str(t.track_id) for t in referral.tracks],
         agencies=[t.agency for t in referral.tracks],
     )
-    return referral
+    return _view(session, referral)
 
 
 def list_referrals(
     session: Session, *, principal: Principal, client_ref: str, offset: int, limit: int
-) -> tuple[list[Referral], int]:
+) -> tuple[list[ReferralPublic], int]:
     """The caller's org's referrals for one client, newest first (empty for anyone else's)."""
     rows, count = repository.list_referrals(
         session, org=principal.org or "", client_ref=client_ref, offset=offset, limit=limit
@@ -279,4 +434,100 @@ def list_referrals(
         client_ref=client_ref,
         referral_ids=[str(r.referral_id) for r in rows],
     )
-    return rows, count
+    return _views(session, rows), count
+
+
+def cancel_referral(
+    session: Session, *, principal: Principal, referral_id: uuid.UUID, body: ReferralCancel
+) -> ReferralPublic:
+    """The requester cancels every open track; zone B hears a `track.cancelled` per track.
+
+    The reason is a code and travels; the note stays in the bridge (F8). 409 when no track is open.
+    """
+    referral = _own_referral(session, principal=principal, referral_id=referral_id)
+    open_tracks = [t for t in referral.tracks if domain.is_open(t.status)]
+    if not open_tracks:
+        raise Conflict("Every track of this referral is already closed.", slug="referral-closed")
+    now = utcnow()
+    reason = body.reason.value
+    previous: list[str] = []
+    for track in open_tracks:
+        previous.append(
+            _move(session, track, status=TaskStatus.CANCELLED, reason=reason, outcome=None, at=now)
+        )
+        add_event(session, _track_cancelled(track, reason=reason, at=now))
+    referral.cancel_reason = reason
+    referral.cancel_note = body.note
+    referral.cancelled_by = principal.sub
+    referral.cancelled_at = now
+    repository.save(session, referral)
+    record_audit(
+        session,
+        service=SERVICE,
+        action="cancel",
+        actor=principal,
+        resource_type="referral",
+        resource_id=str(referral.referral_id),
+        track_ids=[str(t.track_id) for t in open_tracks],
+        agencies=[t.agency for t in open_tracks],
+        previous_statuses=previous,
+        reason=reason,
+    )
+    return _view(session, referral)
+
+
+# ---------------------------------------------------------------- what the NGO sees (F6)
+
+
+def _view(session: Session, referral: Referral) -> ReferralPublic:
+    return _views(session, [referral])[0]
+
+
+def _views(session: Session, referrals: list[Referral]) -> list[ReferralPublic]:
+    """Referrals as the NGO sees them: status always; reason, outcome and progress only while the
+    consent the track went under is active and grants `feedback` (F6)."""
+    consents = repository.consents_by_id(
+        session, consent_ids=[t.consent_id for r in referrals for t in r.tracks]
+    )
+    now = utcnow()
+
+    def feedback(track: ReferralTrack) -> bool:
+        return domain.consent_allows_feedback(consents.get(track.consent_id), now=now)
+
+    return [
+        ReferralPublic(
+            referral_id=r.referral_id,
+            client_ref=r.client_ref,
+            urgency=r.urgency,
+            note=r.note,
+            created_at=r.created_at,
+            cancel_reason=r.cancel_reason,
+            cancel_note=r.cancel_note,
+            cancelled_at=r.cancelled_at,
+            tracks=[_track_view(t, feedback=feedback(t)) for t in r.tracks],
+        )
+        for r in referrals
+    ]
+
+
+def _track_view(track: ReferralTrack, *, feedback: bool) -> TrackPublic:
+    shown = {
+        "status_reason": track.status_reason,
+        "outcome": track.outcome,
+        "outcome_category": domain.outcome_category(track.outcome),
+        "progress": [
+            TrackProgressPublic(status=e.status, reason=e.reason, outcome=e.outcome, at=e.at)
+            for e in track.history
+        ],
+    }
+    return TrackPublic(
+        track_id=track.track_id,
+        track=track.track,
+        agency=track.agency,
+        office=track.office,
+        status=track.status,
+        business_status=BusinessStatus(track.business_status),
+        status_changed_at=track.status_changed_at,
+        feedback=feedback,
+        **(shown if feedback else {}),
+    )
