@@ -50,7 +50,7 @@ def normalise_url(url: str) -> str:
 
 
 def create_db_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys."""
+    """Create an engine; SQLite gets WAL, a busy timeout, foreign keys and secure delete."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -66,6 +66,9 @@ def create_db_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # F4: zero the bytes of deleted and overwritten content, so a purged package or a
+        # deleted row cannot be read back from free pages of the file.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     return engine

@@ -1,4 +1,5 @@
-"""Engine by URL, the request session (commit/rollback before the response), migrations."""
+"""Engine by URL, secure delete on SQLite, the request session (commit/rollback before the
+response), migrations."""
 
 import importlib
 from pathlib import Path
@@ -8,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import MetaData, inspect
+from sqlalchemy import MetaData, event, inspect
 from sqlmodel import Field, Session, SQLModel, select
 
 from twoline_shared.db import SessionDep, create_db_engine, normalise_url
@@ -65,6 +66,11 @@ def notes(engine) -> int:
         return len(session.exec(select(Note)).all())
 
 
+def notes_text(engine) -> list[str]:
+    with Session(engine) as session:
+        return [note.text for note in session.exec(select(Note)).all()]
+
+
 def test_session_commits_when_the_request_succeeds(app_and_engine):
     app, engine = app_and_engine
     assert TestClient(app).post("/notes").status_code == 200
@@ -76,6 +82,48 @@ def test_session_rolls_back_when_the_request_fails(app_and_engine):
     app, engine = app_and_engine
     assert TestClient(app).post("/notes?fail=true").status_code == 409
     assert notes(engine) == 0
+
+
+ERASED = b"CANARY-ERASED-7c4f"
+
+
+def _file_bytes(path: Path) -> bytes:
+    """The database file and its write-ahead log, as they lie on disk."""
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def test_sqlite_zeroes_overwritten_and_deleted_content_in_the_file(tmp_path):
+    """F4: a purged package or a deleted row leaves no bytes behind in the file's free space."""
+    path = tmp_path / "erase.db"
+    engine = create_db_engine(f"sqlite:///{path}")
+
+    # Many SQLite builds (Debian's among them) default to secure delete; many do not. Start
+    # each connection from "off", before the engine's own pragmas run, as the latter would.
+    @event.listens_for(engine, "connect", insert=True)
+    def _build_default_off(dbapi_connection, _record):
+        dbapi_connection.execute("PRAGMA secure_delete=OFF")
+
+    SQLModel.metadata.create_all(engine, tables=[Note.__table__])  # type: ignore[list-item]
+    # Longer than what replaces it: SQLite moves the row rather than overwrite it in place.
+    secret = " ".join([ERASED.decode()] * 20)
+    with Session(engine) as session:
+        overwritten, deleted = Note(text=secret), Note(text=secret)
+        session.add_all([overwritten, deleted])
+        session.commit()
+        assert ERASED in _file_bytes(path)  # the canary really reached the disk
+        overwritten.text = "withdrawn"
+        session.delete(deleted)
+        session.commit()
+    with engine.connect() as connection:
+        busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+    assert busy == 0
+    engine.dispose()
+
+    assert ERASED not in _file_bytes(path)
+    reopened = create_db_engine(f"sqlite:///{path}")
+    assert notes_text(reopened) == ["withdrawn"]
+    reopened.dispose()
 
 
 def _service_module(service: str, name: str):

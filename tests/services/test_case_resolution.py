@@ -10,8 +10,11 @@ import datetime as dt
 import json
 import logging
 import re
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -40,6 +43,7 @@ from twoline_case_resolution.domain import ClientDecision, ReturnStep
 from twoline_case_resolution.models import (
     Case,
     CaseOptionAssessment,
+    CasePendingCancel,
 )
 from twoline_shared.auth import Agency
 from twoline_shared.broker import connect
@@ -47,7 +51,7 @@ from twoline_shared.codes import DataCategory, Outcome, StatusReason, TaskStatus
 from twoline_shared.db import session_scope
 from twoline_shared.errors import Conflict, Forbidden, Invalid, NotFound
 from twoline_shared.events import Event, decode, encode, headers_for, new_event
-from twoline_shared.inbox import DeadLetter
+from twoline_shared.inbox import DeadLetter, InboxConsumer
 from twoline_shared.outbox import OutboxMessage
 
 ICAM_ANTWERP = {**ICAM_BRUSSELS, "office": "antwerp"}
@@ -1160,13 +1164,24 @@ def test_consent_withdrawn_purges_the_disclosure_even_on_a_completed_case(cases,
     assert audit.data["categories"] == []
 
 
-def test_cancel_of_an_unknown_track_is_ignored_with_an_id_only_log_line(cases, caplog):
+def test_cancel_of_an_unknown_track_is_kept_with_an_id_only_log_line(cases, caplog):
     caplog.set_level(logging.INFO, logger="twoline")
     ghost = routed(track_id="T-ghost")
 
     feed(cases, cancelled(ghost, reason="consent_withdrawn"))
 
-    assert all_cases(cases) == [] and outbox(cases) == []
+    assert all_cases(cases) == []
+    assert [(p.track_id, p.reason, p.agency) for p in pending_cancels(cases)] == [
+        ("T-ghost", "consent_withdrawn", IO)
+    ]
+    # Nothing goes back to the bridge; the audit record holds the track id and the code.
+    [(_, audit)] = outbox(cases)
+    assert audit.type == "audit.case-resolution.case-pending-cancel.create"
+    assert (audit.data["resource_id"], audit.data["reason"], audit.data["actor"]) == (
+        "T-ghost",
+        "consent_withdrawn",
+        None,
+    )
     [line] = [r.getMessage() for r in caplog.records if "T-ghost" in r.getMessage()]
     assert "consent_withdrawn" not in line and PACKAGE_CANARY not in caplog.text
 
@@ -1200,6 +1215,173 @@ def test_cancel_naming_another_agency_is_invalid(cases):
         feed(cases, cancelled(event, reason="consent_withdrawn", agency=FEDASIL))
 
     assert case_of(cases, event).disclosure == PACKAGE
+
+
+# ---------------------------------------------------------------- a cancel before its track (F4)
+
+
+def pending_cancels(client: TestClient) -> list[CasePendingCancel]:
+    with Session(client.app.state.runtime.engine) as session:
+        return list(session.exec(select(CasePendingCancel)).all())
+
+
+def disclosure_is_sql_null(client: TestClient, event: Event) -> bool:
+    with client.app.state.runtime.engine.connect() as connection:
+        return connection.execute(
+            text("SELECT disclosure IS NULL FROM cases WHERE track_id = :t"),
+            {"t": event.data["track_id"]},
+        ).scalar_one() in (True, 1)
+
+
+@pytest.mark.parametrize("reason", ["consent_withdrawn", "requester_cancelled"])
+@pytest.mark.parametrize("cancel_first", [True, False], ids=["cancel-first", "routed-first"])
+def test_cancel_and_routing_in_either_order_end_in_the_same_cancelled_case(
+    cases, issuer, reason, cancel_first
+):
+    event = routed()
+    cancel = cancelled(event, reason=reason)
+
+    feed(cases, *([cancel, event] if cancel_first else [event, cancel]))
+
+    stored = case_of(cases, event)
+    assert (stored.status, stored.status_reason) == ("cancelled", reason)
+    assert stored.closed_at == datetime.fromisoformat(cancel.data["at"])
+    assert queue(cases, issuer, ICAM_BRUSSELS) == []
+    # The categories stay as metadata either way; only a withdrawal drops the package (F4).
+    assert sorted(stored.disclosed_categories) == ["identity", "intentions", "needs"]
+    withdrawn = reason == "consent_withdrawn"
+    assert stored.disclosure_status == ("withdrawn" if withdrawn else "disclosed")
+    assert disclosure_is_sql_null(cases, event) is withdrawn
+    assert (PACKAGE_CANARY in raw_rows(cases)) is not withdrawn
+    body = read(cases, issuer, stored.case_id, COACH)
+    assert body["disclosure"] == (None if withdrawn else PACKAGE)
+    assert pending_cancels(cases) == []
+    # The bridge sent the cancel: nothing goes back to it.
+    assert outbox(cases, "secondline.") == []
+
+
+@pytest.mark.parametrize("reason", ["consent_withdrawn", "requester_cancelled"])
+def test_track_cancelled_before_it_was_routed_opens_cancelled_and_never_queues(
+    cases, issuer, reason
+):
+    event = routed(urgency="urgent")
+    feed(cases, cancelled(event, reason=reason))
+    assert all_cases(cases) == [] and queue(cases, issuer, ICAM_BRUSSELS) == []
+
+    feed(cases, event)
+
+    stored = case_of(cases, event)
+    assert (stored.status, stored.status_reason, stored.assignee) == ("cancelled", reason, None)
+    assert queue(cases, issuer, ICAM_BRUSSELS) == []
+    # Born cancelled, in one record of ids and codes: it never was a requested case.
+    [(_, created)] = outbox(cases, "audit.case-resolution.case.create")
+    assert (created.data["resource_id"], created.data["track_id"]) == (
+        str(stored.case_id),
+        event.data["track_id"],
+    )
+    assert (created.data["status"], created.data["reason"], created.data["actor"]) == (
+        "cancelled",
+        reason,
+        None,
+    )
+    withdrawn = reason == "consent_withdrawn"
+    assert created.data["disclosure_status"] == ("withdrawn" if withdrawn else "disclosed")
+    assert outbox(cases, "audit.case-resolution.case.cancel") == []
+    for row, _ in outbox(cases):
+        assert PACKAGE_CANARY not in row.payload.decode() + row.headers
+    if withdrawn:
+        assert stored.disclosure is None and disclosure_is_sql_null(cases, event)
+        dump = raw_rows(cases)
+        assert PACKAGE_CANARY not in dump and "shelter" not in dump
+    # The performer cannot pick it up.
+    response = accept(cases, issuer, stored.case_id, "legal_stay", COACH)
+    assert_problem(response, 409, "illegal-transition")
+
+
+def test_cancel_redelivered_before_routing_is_kept_once(cases, issuer):
+    event = routed()
+    cancel = cancelled(event, reason="consent_withdrawn")
+    # The same event again, and the same cancel re-announced under a new event id.
+    again = Event.model_validate({**cancel.model_dump(), "id": str(uuid.uuid4())})
+
+    feed(cases, cancel, cancel, again)
+
+    assert len(pending_cancels(cases)) == 1
+    assert len(outbox(cases, "audit.case-resolution.case-pending-cancel.create")) == 1
+
+    feed(cases, event)
+    opened = snapshot(cases, event)
+    feed(cases, cancel, again, event)
+
+    assert len(all_cases(cases)) == 1 and pending_cancels(cases) == []
+    assert snapshot(cases, event) == opened
+    assert opened["case"]["status"] == "cancelled" and opened["case"]["disclosure"] is None
+    assert len(outbox(cases, "audit.case-resolution.case.create")) == 1
+    assert outbox(cases, "audit.case-resolution.case.cancel") == []
+    assert outbox(cases, "audit.case-resolution.case-disclosure.purge") == []
+
+
+def test_withdrawal_after_a_cancel_before_routing_still_withholds_the_package(cases, issuer):
+    event = routed()
+    first = cancelled(event, reason="requester_cancelled")
+    later = (datetime.fromisoformat(first.data["at"]) + timedelta(seconds=1)).isoformat()
+    withdrawal = cancelled(event, reason="consent_withdrawn")
+    withdrawal = Event.model_validate(
+        {**withdrawal.model_dump(), "data": {**withdrawal.data, "at": later}}
+    )
+
+    feed(cases, first, withdrawal, event)
+
+    # As if both came after the track: the first cancel's reason, and the package purged.
+    stored = case_of(cases, event)
+    assert (stored.status, stored.status_reason) == ("cancelled", "requester_cancelled")
+    assert stored.disclosure_status == "withdrawn" and disclosure_is_sql_null(cases, event)
+    assert PACKAGE_CANARY not in raw_rows(cases)
+    assert pending_cancels(cases) == []
+
+
+def test_withdrawal_being_applied_holds_back_the_track_arriving_meanwhile(cases, monkeypatch):
+    """Two replicas, through the inbox: the routing waits for the withdrawal's commit (F4)."""
+    event = routed()
+    engine = cases.app.state.runtime.engine
+    consumer = InboxConsumer(engine=engine, binding=BINDINGS[0], js=None)  # type: ignore[arg-type]
+    kept, release = threading.Event(), threading.Event()
+    add_pending_cancel = repository.add_pending_cancel
+
+    def add_and_hold(session: Session, **kwargs: Any) -> None:
+        add_pending_cancel(session, **kwargs)
+        kept.set()
+        assert release.wait(10)  # the withdrawal's transaction stays open meanwhile
+
+    monkeypatch.setattr(repository, "add_pending_cancel", add_and_hold)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        try:
+            withdrawing = pool.submit(consumer.apply, cancelled(event, reason="consent_withdrawn"))
+            assert kept.wait(10)
+            routing = pool.submit(consumer.apply, event)
+            # Were it not held back, the routing would open the case with its package meanwhile.
+            time.sleep(0.5)
+        finally:
+            release.set()
+        assert withdrawing.result(timeout=30) and routing.result(timeout=30)
+
+    stored = case_of(cases, event)
+    assert (stored.status, stored.disclosure_status) == ("cancelled", "withdrawn")
+    assert PACKAGE_CANARY not in raw_rows(cases)
+
+
+def test_cancel_before_routing_naming_another_agency_is_not_applied(cases, issuer, caplog):
+    event = routed(track="legal_stay")
+    feed(cases, cancelled(event, reason="consent_withdrawn", agency=FEDASIL))
+
+    feed(cases, event)
+
+    # As if it had come after the track: it breaks its contract, and the case stays queued.
+    stored = case_of(cases, event)
+    assert (stored.status, stored.disclosure) == ("requested", PACKAGE)
+    assert [i["case_id"] for i in queue(cases, issuer, ICAM_BRUSSELS)] == [str(stored.case_id)]
+    assert pending_cancels(cases) == []
+    assert "another agency" in caplog.text and "consent_withdrawn" not in caplog.text
 
 
 # ---------------------------------------------------------------- track work: legal-stay options
@@ -1865,6 +2047,22 @@ def test_only_the_performer_of_a_track_may_set_performer_statuses():
                     domain.check_may_set(party=party, target=status)
         with pytest.raises(Forbidden):
             domain.check_may_set(party=None, target=status)
+
+
+def test_cancels_before_routing_apply_as_if_they_came_after():
+    R = StatusReason
+    assert domain.cancel_on_arrival(reasons=[R.REQUESTER_CANCELLED]) == (
+        R.REQUESTER_CANCELLED,
+        False,
+    )
+    assert domain.cancel_on_arrival(reasons=[R.CONSENT_WITHDRAWN]) == (R.CONSENT_WITHDRAWN, True)
+    # The first cancel sets the reason; a withdrawal among them withholds the package (F4).
+    assert domain.cancel_on_arrival(reasons=[R.DUPLICATE, R.CONSENT_WITHDRAWN]) == (
+        R.DUPLICATE,
+        True,
+    )
+    with pytest.raises(ValueError):
+        domain.cancel_on_arrival(reasons=[])
 
 
 def test_task_transitions_follow_fhir_and_terminal_states_are_final():

@@ -6,7 +6,7 @@ closed-loop referral guide: the requester (the NGO, through the referral bridge)
 and may set `cancelled`; the performer (the second-line case worker) sets the rest.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -113,6 +113,20 @@ def check_performer_change(
     if (outcome is not None) != (target == TaskStatus.COMPLETED):
         raise OutcomeNotAllowed("An outcome is set when, and only when, the track is completed.")
     check_transition(current=current, target=target, reason=reason)
+
+
+def cancel_on_arrival(*, reasons: Sequence[StatusReason]) -> tuple[StatusReason, bool]:
+    """How cancels that came before their track apply once it arrives: as if they came after.
+
+    `reasons` oldest first. Returns the status reason (the first cancel's: the task was requested
+    and moves to cancelled once) and whether the package is withheld (F4: any withdrawal among
+    them, as a later withdrawal purges a cancelled case).
+    """
+    if not reasons:
+        raise ValueError("no cancel to apply")
+    check_may_set(party=Party.REQUESTER, target=TaskStatus.CANCELLED)
+    check_transition(current=TaskStatus.REQUESTED, target=TaskStatus.CANCELLED, reason=reasons[0])
+    return reasons[0], StatusReason.CONSENT_WITHDRAWN in reasons
 
 
 def check_track_work(*, status: TaskStatus) -> None:

@@ -109,6 +109,21 @@ class Case(SQLModel, table=True):
     return_step: ReturnStep | None = Field(default=None, sa_type=sa.String(32))
 
 
+class CasePendingCancel(SQLModel, table=True):
+    """A cancel of a track no case holds yet: applied when the track is routed (F4).
+
+    With several bridge replicas relaying, the cancel of a track can arrive before the track
+    itself. One row per reason, so that a withdrawal after a plain cancel is kept as well.
+    """
+
+    __tablename__ = "case_pending_cancels"
+
+    track_id: str = Field(primary_key=True, max_length=64)
+    reason: StatusReason = Field(primary_key=True, sa_type=sa.String(32))
+    agency: Agency = Field(sa_type=sa.String(32))
+    at: datetime = Field(sa_type=UtcDateTime)
+
+
 # ---------------------------------------------------------------- track work tables
 
 

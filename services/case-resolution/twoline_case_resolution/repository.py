@@ -1,10 +1,11 @@
 """All case queries. Reads are scoped to the caller's agency and office (F7)."""
 
+import hashlib
 import uuid
 from datetime import datetime
 
 from sqlalchemy import case as when
-from sqlalchemy import func, null, or_, update
+from sqlalchemy import func, null, or_, text, update
 from sqlmodel import Session, col, select
 
 from twoline_case_resolution.domain import ACTIVE, ReturnStep
@@ -13,11 +14,26 @@ from twoline_case_resolution.models import (
     CaseDecision,
     CaseOption,
     CaseOptionAssessment,
+    CasePendingCancel,
     CaseReturnStep,
     CaseSession,
     DisclosureStatus,
 )
 from twoline_shared.codes import Outcome, StatusReason, TaskStatus, Urgency
+
+
+def lock_track(session: Session, *, track_id: str) -> None:
+    """Hold `track_id` until the transaction ends: its routed and cancelled events apply in turn.
+
+    On Postgres two replicas could otherwise each miss the row the other is writing (the case,
+    the early cancel) and open the case with its package after a withdrawal (F4). SQLite needs
+    no lock: it has one writer at a time, and a consumer writes its inbox row first.
+    """
+    if session.connection().dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(track_id.encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    session.connection().execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def get_case_by_track(session: Session, *, track_id: str) -> Case | None:
@@ -73,6 +89,30 @@ def office_queue(
         return [], 0
     # A page past the end carries no count of its own.
     return [], session.exec(total).one()
+
+
+def get_pending_cancel(session: Session, *, track_id: str, reason: str) -> CasePendingCancel | None:
+    return session.get(CasePendingCancel, (track_id, reason))
+
+
+def add_pending_cancel(session: Session, *, pending: CasePendingCancel) -> None:
+    session.add(pending)
+    session.flush()
+
+
+def pop_pending_cancels(session: Session, *, track_id: str) -> list[CasePendingCancel]:
+    """The early cancels of `track_id`, oldest first; they are deleted (the case takes them)."""
+    rows = list(
+        session.exec(
+            select(CasePendingCancel)
+            .where(CasePendingCancel.track_id == track_id)
+            .order_by(col(CasePendingCancel.at), col(CasePendingCancel.reason))
+        ).all()
+    )
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    return rows
 
 
 def _update_case(session: Session, case: Case, *conditions: object, **values: object) -> bool:

@@ -16,6 +16,7 @@ from twoline_case_resolution.models import (
     CaseDetailPublic,
     CaseOption,
     CaseOptionAssessment,
+    CasePendingCancel,
     CaseReturnStep,
     CaseSession,
     DecisionCreate,
@@ -70,7 +71,12 @@ def _fresh_case_ref(session: Session) -> str:
 
 
 def open_case(session: Session, *, routed: TrackRouted) -> Case:
-    """Open the case for a routed track; routing the same track again changes nothing."""
+    """Open the case for a routed track; routing the same track again changes nothing.
+
+    A track whose cancel came first opens cancelled and never enters the queue; after a
+    withdrawal its package is never stored (F4).
+    """
+    repository.lock_track(session, track_id=routed.track_id)
     existing = repository.get_case_by_track(session, track_id=routed.track_id)
     if existing is not None:
         return existing
@@ -94,6 +100,22 @@ def open_case(session: Session, *, routed: TrackRouted) -> Case:
         disclosure=package,
         disclosure_status=DisclosureStatus.DISCLOSED,
     )
+    early = repository.pop_pending_cancels(session, track_id=routed.track_id)
+    if any(pending.agency != routed.agency for pending in early):
+        # A cancel naming another agency breaks its contract, as it would after the track.
+        log.warning("an early cancel of track %s names another agency; dropped", routed.track_id)
+        early = [pending for pending in early if pending.agency == routed.agency]
+    if early:
+        reason, withheld = domain.cancel_on_arrival(
+            reasons=[StatusReason(pending.reason) for pending in early]
+        )
+        case.status = TaskStatus.CANCELLED
+        case.status_reason = reason
+        case.closed_at = early[0].at
+        if withheld:
+            # F4: the package is dropped here, before it is ever written; the categories stay.
+            case.disclosure = None
+            case.disclosure_status = DisclosureStatus.WITHDRAWN
     repository.add_case(session, case=case)
     record_audit(
         session,
@@ -105,6 +127,8 @@ def open_case(session: Session, *, routed: TrackRouted) -> Case:
         track_id=case.track_id,
         track=case.track,
         status=case.status,
+        reason=case.status_reason,
+        disclosure_status=case.disclosure_status,
         categories=categories,
     )
     return case
@@ -113,11 +137,13 @@ def open_case(session: Session, *, routed: TrackRouted) -> Case:
 def cancel_by_requester(session: Session, *, cancelled: TrackCancelled) -> Case | None:
     """The requester cancelled the track: close the case; on withdrawal purge the package (F4).
 
+    A cancel that comes before its track is kept until the track is routed (`open_case`).
     No event goes back: the bridge sent this one. Applying it twice changes nothing more.
     """
+    repository.lock_track(session, track_id=cancelled.track_id)
     case = repository.get_case_by_track(session, track_id=cancelled.track_id)
     if case is None:
-        log.info("track %s was cancelled but no case holds it; ignored", cancelled.track_id)
+        _remember_cancel(session, cancelled=cancelled)
         return None
     if case.agency != cancelled.agency:
         raise Invalid("The cancelled track belongs to another agency.")
@@ -168,6 +194,29 @@ def cancel_by_requester(session: Session, *, cancelled: TrackCancelled) -> Case 
             reason=cancelled.reason,
         )
     return case
+
+
+def _remember_cancel(session: Session, *, cancelled: TrackCancelled) -> None:
+    """Keep a cancel that came before its track, once per reason (ids and codes only)."""
+    track_id, reason = cancelled.track_id, cancelled.reason
+    # The log line names the track only: whether consent was withdrawn is not for the logs.
+    log.info("track %s was cancelled before it was routed; kept until it is", track_id)
+    if repository.get_pending_cancel(session, track_id=track_id, reason=reason) is not None:
+        return
+    pending = CasePendingCancel(
+        track_id=track_id, reason=reason, agency=cancelled.agency, at=cancelled.at
+    )
+    repository.add_pending_cancel(session, pending=pending)
+    record_audit(
+        session,
+        service=SERVICE,
+        action="create",
+        actor=None,
+        resource_type="case-pending-cancel",
+        resource_id=track_id,
+        track_id=track_id,
+        reason=reason,
+    )
 
 
 # ---------------------------------------------------------------- reading
