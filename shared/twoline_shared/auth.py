@@ -39,6 +39,17 @@ class Role(StrEnum):
 
 ROLE_AGENCY = {Role.ICAM_COACH: Agency.IMMIGRATION_OFFICE, Role.RETURN_COUNSELLOR: Agency.FEDASIL}
 
+# The side of the firewall each role works on. A token holding roles of two sides is refused
+# everywhere (F1): an ICAM coach who is also an NGO caseworker would otherwise read zone A.
+ROLE_ZONE: dict[Role, str] = {
+    Role.NGO_CASEWORKER: "first_line",
+    Role.NGO_ADMIN: "first_line",
+    Role.ICAM_COACH: "second_line",
+    Role.RETURN_COUNSELLOR: "second_line",
+    Role.AUDITOR: "oversight",
+    Role.SERVICE: "service",
+}
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -168,6 +179,8 @@ def require(*roles: Role) -> Callable[[Principal], Principal]:
     allowed = frozenset(roles)
 
     def dependency(principal: CurrentPrincipal) -> Principal:
+        if len({zone for role, zone in ROLE_ZONE.items() if principal.has(role)}) > 1:
+            raise Forbidden("A token may hold roles of one zone only.", slug="mixed-zones")
         held = [role for role in allowed if principal.has(role)]
         if not held:
             raise Forbidden("Your role may not use this route.")

@@ -250,3 +250,22 @@ def test_claims_at_the_limit_are_accepted(client, issuer):
         {"alg": "RS256", "kid": issuer.key.kid}, claims(sub="s" * 200, org="o" * 100), issuer.key
     )
     assert client.get("/whoami", headers=bearer(token)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "roles"),
+    [
+        ("/ngo", ["ngo_caseworker", "icam_coach"]),
+        ("/ngo", ["ngo_caseworker", "auditor"]),
+        ("/icam", ["icam_coach", "ngo_caseworker"]),
+        ("/second-line", ["return_counsellor", "service"]),
+    ],
+)
+def test_a_token_mixing_roles_of_two_zones_is_refused_everywhere(client, issuer, path, roles):
+    # F1: the second role must not open the other side of the firewall, nor its own.
+    token = jwt.encode(
+        {"alg": "RS256", "kid": issuer.key.kid},
+        claims(roles=roles, org="ngo-ghent", agency="immigration_office", office="brussels"),
+        issuer.key,
+    )
+    assert_problem(client.get(path, headers=bearer(token)), 403, "mixed-zones")

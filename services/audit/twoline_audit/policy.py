@@ -1,0 +1,14 @@
+"""Who may call which audit route (oversight): auditors only; the log is no tenant's.
+
+Health routes are kernel-public (`twoline_shared.policy.KERNEL`).
+"""
+
+from twoline_shared.auth import Role
+from twoline_shared.policy import Policy, allow
+
+AUDITOR = allow(Role.AUDITOR)
+
+POLICY: Policy = {
+    ("GET", "/v1/log/entries"): AUDITOR,
+    ("GET", "/v1/log/verify"): AUDITOR,
+}
