@@ -113,6 +113,23 @@ def test_list_is_own_org_only_newest_first_and_paginated(intake, issuer):
     assert intake.get("/v1/clients", headers=antwerp).json()["count"] == 1
 
 
+def test_listing_clients_is_an_audited_read_for_caseworkers_only(intake, issuer):
+    ghent = issuer.headers(**NGO_GHENT)
+    ref = intake.post("/v1/clients", json={"display_name": "Listed"}, headers=ghent).json()[
+        "client_ref"
+    ]
+    assert intake.get("/v1/clients", headers=ghent).status_code == 200
+    searches = [
+        json.loads(m.payload)["data"]
+        for m in outbox(intake)
+        if m.subject == "audit.intake.client.search"
+    ]
+    assert [s["client_refs"] for s in searches] == [[ref]]
+    assert "Listed" not in json.dumps(searches)
+    admin = issuer.headers(role="ngo_admin", org=NGO_GHENT["org"])
+    assert_problem(intake.get("/v1/clients", headers=admin), 403, "forbidden")
+
+
 def test_another_orgs_client_is_indistinguishable_from_an_unknown_one(intake, issuer):
     ref = intake.post(
         "/v1/clients", json={"display_name": "X"}, headers=issuer.headers(**NGO_GHENT)

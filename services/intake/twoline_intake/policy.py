@@ -11,9 +11,8 @@ CASEWORKER = allow(Role.NGO_CASEWORKER, scope=Scope.ORG)
 
 POLICY: Policy = {
     ("POST", "/v1/clients"): allow(Role.NGO_CASEWORKER, scope=Scope.ORG, reach=Reach.NEW),
-    ("GET", "/v1/clients"): allow(
-        Role.NGO_CASEWORKER, Role.NGO_ADMIN, scope=Scope.ORG, reach=Reach.LIST
-    ),
+    # Client records are personal data: caseworkers only, like the single read (not ngo_admin).
+    ("GET", "/v1/clients"): allow(Role.NGO_CASEWORKER, scope=Scope.ORG, reach=Reach.LIST),
     ("GET", "/v1/clients/{client_ref}"): CASEWORKER,
     ("PATCH", "/v1/clients/{client_ref}"): CASEWORKER,
     ("POST", "/v1/clients/{client_ref}/contacts"): CASEWORKER,

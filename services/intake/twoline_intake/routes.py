@@ -12,7 +12,7 @@ from twoline_intake.models import (
     ContactPublic,
     ContactsPublic,
 )
-from twoline_shared.auth import NgoCaseworker, NgoStaff
+from twoline_shared.auth import NgoCaseworker
 from twoline_shared.db import SessionDep
 from twoline_shared.pagination import PageDep
 
@@ -28,7 +28,7 @@ def register_client(body: ClientCreate, session: SessionDep, principal: NgoCasew
 @router.get("", response_model=ClientsPublic)
 def list_clients(
     session: SessionDep,
-    principal: NgoStaff,
+    principal: NgoCaseworker,
     page: PageDep,
 ):
     """List your organisation's clients, newest first."""

@@ -155,7 +155,20 @@ def list_contacts(
 def list_clients(
     session: Session, *, principal: Principal, offset: int, limit: int
 ) -> tuple[list[Client], int]:
-    return repository.list_clients(session, org=principal.org or "", offset=offset, limit=limit)
+    rows, count = repository.list_clients(
+        session, org=principal.org or "", offset=offset, limit=limit
+    )
+    # A list shows whole records: it is a read of personal data like any other (ids only here).
+    record_audit(
+        session,
+        service="intake",
+        action="search",
+        actor=principal,
+        resource_type="client",
+        resource_id=principal.org or "",
+        client_refs=[c.client_ref for c in rows],
+    )
+    return rows, count
 
 
 def disclose(session: Session, *, request: DisclosureRequest) -> DisclosureReply:
