@@ -81,25 +81,67 @@ def postgres_admin_url() -> str | None:
     return os.environ.get("TWOLINE_TEST_DATABASE_URL") or _testcontainers_postgres()
 
 
+# F1 in the Postgres runs: the databases made for one service name belong to that name's own
+# login role, and no other role may connect to them (as deploy/postgres/init.sh sets up compose).
+TEST_ROLE_PASSWORD = "twoline-test"  # throwaway; used only where the server asks for one
+
+
+def service_role(name: str) -> str:
+    """The Postgres login role of the test databases made for `name` (a service or a test)."""
+    return "twoline_t_" + name.replace("-", "_")
+
+
+def _ensure_service_role(connection: Any, role: str) -> None:
+    """Create `role` once (also when another test run on the same server races to), and let a
+    non-superuser admin (CREATEROLE, as .ci/run's twoline_ci) make it a database's owner."""
+    connection.execute(
+        text(
+            f"""
+            DO $$ BEGIN
+              BEGIN
+                CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
+                  PASSWORD '{TEST_ROLE_PASSWORD}';
+              EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+              END;
+              IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+                 AND NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN
+                BEGIN
+                  EXECUTE 'GRANT "{role}" TO ' || quote_ident(current_user);
+                EXCEPTION WHEN unique_violation THEN NULL;
+                END;
+              END IF;
+            END $$
+            """
+        )
+    )
+
+
 @pytest.fixture
 def make_database_url(
     postgres_admin_url: str | None, tmp_path: Path
 ) -> Iterator[Callable[[str], str]]:
-    """Factory: a fresh, empty database for `name` (one per service in a test)."""
+    """Factory: a fresh, empty database for `name` (one per service in a test).
+
+    On Postgres the URL connects as `service_role(name)`, which owns the database; CONNECT is
+    revoked from PUBLIC, so no other service's role can open it (tests/firewall/test_databases.py).
+    """
     created: list[str] = []
 
     def make(name: str) -> str:
         if postgres_admin_url is None:
             return f"sqlite:///{tmp_path / (name + '.db')}"
         database = f"t_{name.replace('-', '_')}_{uuid.uuid4().hex[:10]}"
+        role = service_role(name)
         admin = create_engine(_psycopg(postgres_admin_url), isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{database}"'))
+            _ensure_service_role(connection, role)
+            connection.execute(text(f'CREATE DATABASE "{database}" OWNER "{role}"'))
+            connection.execute(text(f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC'))
         admin.dispose()
         created.append(database)
         return (
             make_url(_psycopg(postgres_admin_url))
-            .set(database=database)
+            .set(database=database, username=role, password=TEST_ROLE_PASSWORD)
             .render_as_string(hide_password=False)
         )
 

@@ -36,6 +36,9 @@ from twoline_shared.errors import (
 
 log = logging.getLogger("twoline.calls")
 
+# Every service's reply inbox starts with this (twoline_shared.broker / NatsCredential).
+REPLY_PREFIX = "_INBOX_"
+
 # (session, request payload) -> reply data; runs in a worker thread inside one transaction.
 CallHandler = Callable[[Session, dict[str, Any]], dict[str, Any]]
 
@@ -125,8 +128,13 @@ async def serve(
     """Subscribe `responder` in queue group `queue` so that replicas share the calls."""
 
     async def on_request(msg: Msg) -> None:
+        # A reply goes only to a caller's inbox. `allow_responses` would let the responder publish
+        # on any reply subject the caller names — e.g. a stream subject, where a disclosure
+        # package or a data key would be stored for good — so anything else is not answered.
+        if not msg.reply.startswith(REPLY_PREFIX):
+            log.warning("call on %s with a reply subject outside an inbox; ignored", msg.subject)
+            return
         reply = await asyncio.to_thread(answer, engine, responder.handler, msg.data, after_commit)
-        if msg.reply:
-            await msg.respond(json.dumps(reply).encode())
+        await msg.respond(json.dumps(reply).encode())
 
     return await nc.subscribe(responder.subject, queue=queue, cb=on_request)
