@@ -1,8 +1,9 @@
 """Case-resolution service (zone B): one case per routed track under a fresh pseudonym (F5),
 office queues (F7), the FHIR Task status a performer sets and who may set it, the disclosure
-package and its purge on withdrawal (F4), track work (options, return steps, sessions, client
-decisions), id-only events and audit records (F8), and the flow through the project's own NATS
-server."""
+package held only sealed and opened per read with the bridge's key, and its purge on withdrawal
+(F4), track work (options, return steps, sessions, client decisions), id-only events and audit
+records (F8), and the flow through the project's own NATS server, with the real bridge answering
+the key call."""
 
 import asyncio
 import contextlib
@@ -39,17 +40,19 @@ from twoline_case_resolution import domain, repository
 from twoline_case_resolution.app import create_app
 from twoline_case_resolution.config import Settings
 from twoline_case_resolution.consumers import BINDINGS, TRACK_CANCELLED, TRACK_ROUTED
-from twoline_case_resolution.domain import ClientDecision, ReturnStep
+from twoline_case_resolution.domain import ClientDecision, DisclosureWithdrawn, ReturnStep
 from twoline_case_resolution.models import (
     Case,
     CaseOptionAssessment,
     CasePendingCancel,
 )
+from twoline_case_resolution.routes import get_key_fetcher
 from twoline_shared.auth import Agency
 from twoline_shared.broker import connect
 from twoline_shared.codes import DataCategory, Outcome, StatusReason, TaskStatus, Track
+from twoline_shared.crypto import encode_key, new_data_key, seal
 from twoline_shared.db import session_scope
-from twoline_shared.errors import Conflict, Forbidden, Invalid, NotFound
+from twoline_shared.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from twoline_shared.events import Event, decode, encode, headers_for, new_event
 from twoline_shared.inbox import DeadLetter, InboxConsumer
 from twoline_shared.outbox import OutboxMessage
@@ -82,7 +85,8 @@ CASE_REF = re.compile(r"^K-[0-9A-HJKMNP-TV-Z]{8}$")
 # ---------------------------------------------------------------- helpers
 
 
-# Canaries: personal data in the package and free text in notes must never leave zone B's tables.
+# Canaries: personal data in the package must never be stored in zone B, not even its tables
+# (it is held sealed); free text in notes must never leave zone B's tables.
 PACKAGE_CANARY = "CANARY-PKG-5e1d"
 NOTE_CANARY = "CANARY-NOTE-a93c"
 PACKAGE = {
@@ -90,8 +94,56 @@ PACKAGE = {
     "needs": {"languages": ["fr"], "needs": ["shelter"]},
     "intentions": {"intentions": {"plans": f"{PACKAGE_CANARY} plans"}},
 }
+# What the bridge disclosed, in plaintext: `routed()` seals it the way the bridge does.
 DISCLOSURE = {"categories": ["identity", "needs", "intentions"], "package": PACKAGE}
+# The data key the fake bridge holds for these tests (the real one: `bridge_and_cases`).
+KEY_ID = "0f8e2c1a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
+KEY = new_data_key()
 _DEFAULT: Any = object()
+
+
+def sealed(
+    disclosure: dict[str, Any],
+    track_id: str,
+    *,
+    key: bytes = KEY,
+    key_id: str = KEY_ID,
+    aad: str | None = None,
+) -> dict[str, Any]:
+    """`{categories, package}` as the bridge routes it: `{categories, key_id, nonce, ciphertext}`,
+    the package sealed under `key` and bound to the track."""
+    seal_ = seal(disclosure["package"], key=key, aad=track_id if aad is None else aad)
+    return {
+        "categories": disclosure["categories"],
+        "key_id": key_id,
+        "nonce": seal_.nonce,
+        "ciphertext": seal_.ciphertext,
+    }
+
+
+# A well-formed sealed disclosure (of some track), to break one field at a time.
+SEALED = sealed(DISCLOSURE, "T-shape")
+
+
+class FakeBridge:
+    """Stands in for the bridge's `svc.referral.disclosure-key` answer (`get_key_fetcher`); the
+    NATS tests use the real one."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes] = {KEY_ID: KEY}
+        self.withdrawn: set[str] = set()
+        self.down = False
+        self.calls: list[tuple[str, str]] = []
+
+    def fetch(self, track_id: str, key_id: str) -> bytes:
+        self.calls.append((track_id, key_id))
+        if self.down:
+            raise Unavailable("Nobody answered.", slug="call-unavailable")
+        if key_id in self.withdrawn:
+            raise DisclosureWithdrawn()
+        if key_id not in self.keys:
+            raise NotFound("No disclosure key for this track.")
+        return self.keys[key_id]
 
 
 def routed(
@@ -107,12 +159,18 @@ def routed(
 ) -> Event:
     """A `secondline.referral.track.routed` event exactly as docs/events.md defines it.
 
-    `purposes=None` / `disclosure=None` leave the field out (an older producer).
+    `purposes=None` / `disclosure=None` leave the field out (an older producer). A plaintext
+    `{categories, package}` is sealed for the track, as the bridge does; anything else (e.g. an
+    already sealed or a malformed disclosure) is sent as it is.
     """
     track_id = track_id or f"T-{uuid.uuid4().hex}"
+    if disclosure is _DEFAULT:
+        disclosure = DISCLOSURE
+    if isinstance(disclosure, dict) and set(disclosure) == {"categories", "package"}:
+        disclosure = sealed(disclosure, track_id)
     extra: dict[str, Any] = {
         "purposes": ["referral", "feedback"] if purposes is _DEFAULT else purposes,
-        "disclosure": DISCLOSURE if disclosure is _DEFAULT else disclosure,
+        "disclosure": disclosure,
     }
     return new_event(
         source="twoline/referral",
@@ -146,8 +204,13 @@ def cancelled(
 
 @pytest.fixture
 def cases(service_settings: Callable[..., Settings]) -> Iterator[TestClient]:
-    """The case-resolution app on a fresh database, without NATS (outbox rows stay unsent)."""
-    with running(create_app(service_settings(Settings, "case-resolution"))) as client:
+    """The case-resolution app on a fresh database, without NATS (outbox rows stay unsent); the
+    bridge's key answer comes from a `FakeBridge` (`cases.bridge`)."""
+    app = create_app(service_settings(Settings, "case-resolution"))
+    bridge = FakeBridge()
+    app.dependency_overrides[get_key_fetcher] = lambda: bridge.fetch
+    with running(app) as client:
+        client.bridge = bridge  # type: ignore[attr-defined]
         yield client
 
 
@@ -250,6 +313,20 @@ def _text(value: Any) -> str:
     return bytes(value).decode() if isinstance(value, bytes | memoryview) else str(value)
 
 
+def sealed_columns(client: TestClient, event: Event) -> tuple[Any, Any, Any]:
+    """The sealed package of the event's case as stored: key id, nonce, ciphertext."""
+    with client.app.state.runtime.engine.connect() as connection:
+        return tuple(
+            connection.execute(
+                text(
+                    "SELECT disclosure_key_id, disclosure_nonce, disclosure_ciphertext "
+                    "FROM cases WHERE track_id = :t"
+                ),
+                {"t": event.data["track_id"]},
+            ).one()
+        )
+
+
 def raw_rows(client: TestClient) -> str:
     """Every row of every table of the service's database, as stored, in one string."""
     engine = client.app.state.runtime.engine
@@ -324,9 +401,19 @@ def test_the_two_tracks_of_one_referral_share_no_identifier(cases):
         {"purposes": ["marketing"]},
         {"purposes": "referral"},
         {"disclosure": {"categories": ["needs"]}},  # no package
-        {"disclosure": {**DISCLOSURE, "consent_id": "C-1"}},
-        {"disclosure": {"categories": "needs", "package": {}}},
-        {"disclosure": {"categories": ["needs"], "package": [{"needs": {}}]}},
+        {"disclosure": {**SEALED, "consent_id": "C-1"}},
+        {"disclosure": {**SEALED, "categories": "needs"}},
+        {"disclosure": {k: v for k, v in SEALED.items() if k != "key_id"}},
+        {"disclosure": {**SEALED, "key_id": ""}},
+        # F4: a plaintext package, alone or next to a sealed one, is never stored in zone B.
+        {"disclosure": DISCLOSURE},
+        {"disclosure": {"categories": ["needs"], "package": {"needs": {}}}},
+        {"disclosure": {**SEALED, "package": PACKAGE}},
+        # Not the shape of a seal: a 96-bit nonce and a ciphertext with its 128-bit tag.
+        {"disclosure": {**SEALED, "nonce": "bm9uY2U="}},
+        {"disclosure": {**SEALED, "nonce": "not base64 at all"}},
+        {"disclosure": {**SEALED, "ciphertext": "c2hvcnQ="}},
+        {"disclosure": {**SEALED, "ciphertext": f"{PACKAGE_CANARY} in the clear"}},
     ],
 )
 def test_routed_event_breaking_the_contract_opens_nothing(cases, change):
@@ -983,7 +1070,7 @@ def test_another_office_can_neither_see_nor_work_on_the_case(cases, issuer):
     assert queue(cases, issuer, ICAM_ANTWERP) == []
 
 
-# ---------------------------------------------------------------- the disclosure (F2, F9)
+# ---------------------------------------------------------------- the disclosure (F2, F4, F9)
 
 
 def test_disclosure_is_returned_exactly_as_routed(cases, issuer):
@@ -997,11 +1084,37 @@ def test_disclosure_is_returned_exactly_as_routed(cases, issuer):
     assert sorted(body["disclosed_categories"]) == ["identity", "intentions", "needs"]
     assert body["disclosure_status"] == "disclosed"
     assert body["purposes"] == ["referral", "feedback"]
+    # The key was asked of the bridge for this read, with the ids zone B holds.
+    assert cases.bridge.calls == [(event.data["track_id"], KEY_ID)]
     # F9: the read names the categories it showed, never their values.
     [(row, audit)] = outbox(cases, "audit.case-resolution.case.read")
     assert audit.data["categories"] == ["identity", "intentions", "needs"]
+    assert audit.data["disclosure_status"] == "disclosed"
     assert audit.data["actor"] == "coach-1" and audit.data["resource_id"] == str(case_id)
     assert PACKAGE_CANARY not in row.payload.decode()
+
+
+def test_zone_b_stores_only_the_sealed_package_and_never_the_key(cases, issuer, caplog):
+    caplog.set_level(logging.DEBUG)
+    event = routed()
+    feed(cases, event)
+    assert read(cases, issuer, case_of(cases, event).case_id, COACH)["disclosure"] == PACKAGE
+
+    # F4: the row holds the key id, nonce and ciphertext exactly as routed, nothing in clear.
+    disclosure = event.data["disclosure"]
+    assert sealed_columns(cases, event) == (
+        KEY_ID,
+        disclosure["nonce"],
+        disclosure["ciphertext"],
+    )
+    dump = raw_rows(cases)
+    assert disclosure["ciphertext"] in dump
+    assert PACKAGE_CANARY not in dump and "display_name" not in dump and "shelter" not in dump
+    # The key the bridge handed out is in no table, outbox row (events, audit) or log line.
+    everything = dump + "".join(r.payload.decode() + r.headers for r, _ in outbox(cases))
+    for form in (encode_key(KEY), KEY.hex()):
+        assert form not in everything and form not in caplog.text
+    assert PACKAGE_CANARY not in caplog.text
 
 
 def test_disclosure_of_one_category_shows_no_empty_keys_for_the_others(cases, issuer):
@@ -1022,8 +1135,25 @@ def test_track_routed_without_a_disclosure_opens_a_case_with_an_empty_one(cases,
     body = read(cases, issuer, case_of(cases, event).case_id, COACH)
 
     assert (body["disclosure"], body["disclosed_categories"], body["purposes"]) == ({}, [], [])
+    assert body["disclosure_status"] == "disclosed"
+    assert cases.bridge.calls == []  # nothing sealed, nothing to ask for
     [(_, audit)] = outbox(cases, "audit.case-resolution.case.read")
     assert audit.data["categories"] == []
+
+
+@pytest.mark.parametrize(
+    "categories",
+    [["passport"], ["needs", "needs"], ["Needs"]],
+)
+def test_disclosure_naming_unknown_or_repeated_categories_stores_nothing(cases, categories):
+    disclosure = {**SEALED, "categories": categories}
+
+    with pytest.raises(Invalid) as raised:
+        feed(cases, routed(disclosure=disclosure))
+
+    assert raised.value.slug == "invalid-disclosure"
+    assert all_cases(cases) == []
+    assert outbox(cases) == []
 
 
 @pytest.mark.parametrize(
@@ -1033,21 +1163,121 @@ def test_track_routed_without_a_disclosure_opens_a_case_with_an_empty_one(cases,
         {"categories": ["needs"], "package": {**PACKAGE}},
         # A category without its object.
         {"categories": ["identity", "needs"], "package": {"needs": PACKAGE["needs"]}},
-        {"categories": ["passport"], "package": {"passport": {"number": PACKAGE_CANARY}}},
-        {"categories": ["needs", "needs"], "package": {"needs": PACKAGE["needs"]}},
         {"categories": ["needs"], "package": {"needs": ["shelter"]}},
         {"categories": ["needs"], "package": {"needs": PACKAGE_CANARY}},
         {"categories": ["needs"], "package": {"needs": None}},
     ],
 )
-def test_package_that_breaks_its_contract_is_invalid_and_stores_nothing(cases, disclosure):
-    with pytest.raises(Invalid) as raised:
-        feed(cases, routed(disclosure=disclosure))
+def test_package_that_breaks_its_contract_is_never_shown(cases, issuer, disclosure, caplog):
+    """F2: the package is sealed, so zone B checks it each time it opens it; what the consented
+    categories do not describe exactly is never shown, and the case still is."""
+    event = routed(disclosure=disclosure)
+    feed(cases, event)
+    case_id = case_of(cases, event).case_id
 
-    assert raised.value.slug == "invalid-disclosure"
-    assert PACKAGE_CANARY not in str(raised.value)
-    assert all_cases(cases) == []
-    assert outbox(cases) == []
+    response = cases.get(f"/v1/cases/{case_id}", headers=issuer.headers(**COACH))
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["disclosure"], body["disclosure_status"]) == (None, "unavailable")
+    assert body["disclosed_categories"] == disclosure["categories"]
+    assert PACKAGE_CANARY not in response.text and "shelter" not in response.text
+    [(_, audit)] = outbox(cases, "audit.case-resolution.case.read")
+    assert (audit.data["categories"], audit.data["disclosure_status"]) == ([], "unavailable")
+    # An id-only line for the operators: which case, which failure, no value.
+    [line] = [r.getMessage() for r in caplog.records if str(case_id) in r.getMessage()]
+    assert "InvalidDisclosure" in line and PACKAGE_CANARY not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["another_track", "another_key", "flipped_bit"],
+)
+def test_a_package_that_does_not_open_is_never_shown(cases, issuer, tamper, caplog):
+    """A sealed package opens only with its consent's key and only as its own track's package:
+    copied onto another case, sealed under another key, or altered, it shows nothing."""
+    track_id = f"T-{uuid.uuid4().hex}"
+    disclosure = {
+        "another_track": lambda: sealed(DISCLOSURE, track_id, aad="T-another-track"),
+        "another_key": lambda: sealed(DISCLOSURE, track_id, key=new_data_key()),
+        "flipped_bit": lambda: {
+            **(good := sealed(DISCLOSURE, track_id)),
+            "ciphertext": ("B" if good["ciphertext"][0] == "A" else "A") + good["ciphertext"][1:],
+        },
+    }[tamper]()
+    event = routed(track_id=track_id, disclosure=disclosure)
+    feed(cases, event)
+    case_id = case_of(cases, event).case_id
+
+    body = read(cases, issuer, case_id, COACH)
+
+    assert (body["disclosure"], body["disclosure_status"]) == (None, "unavailable")
+    assert (body["case_id"], body["status"]) == (str(case_id), "requested")
+    [line] = [r.getMessage() for r in caplog.records if str(case_id) in r.getMessage()]
+    assert "CannotOpen" in line
+
+
+def test_once_the_bridge_refuses_the_key_the_case_shows_no_disclosure(cases, issuer):
+    """F4: the bridge destroyed the key; before the cancel even arrives, nothing is shown."""
+    event = routed()
+    feed(cases, event)
+    case_id = case_of(cases, event).case_id
+    assert read(cases, issuer, case_id, COACH)["disclosure"] == PACKAGE
+
+    cases.bridge.withdrawn.add(KEY_ID)
+    response = cases.get(f"/v1/cases/{case_id}", headers=issuer.headers(**COACH))
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["disclosure"], body["disclosure_status"]) == (None, "withdrawn")
+    assert (body["status"], body["disclosed_categories"]) == (
+        "requested",
+        ["identity", "needs", "intentions"],
+    )
+    assert PACKAGE_CANARY not in response.text
+    # The read is still audited, with the categories it showed: none.
+    audits = [e.data for _, e in outbox(cases, "audit.case-resolution.case.read")]
+    assert [(a["categories"], a["disclosure_status"]) for a in audits] == [
+        (["identity", "intentions", "needs"], "disclosed"),
+        ([], "withdrawn"),
+    ]
+
+
+@pytest.mark.parametrize("bridge", ["down", "unknown_key"])
+def test_a_bridge_that_does_not_hand_out_the_key_leaves_the_case_readable(
+    cases, issuer, bridge, caplog
+):
+    event = routed()
+    feed(cases, event)
+    case_id = case_of(cases, event).case_id
+    if bridge == "down":
+        cases.bridge.down = True
+    else:
+        cases.bridge.keys.clear()
+
+    response = cases.get(f"/v1/cases/{case_id}", headers=issuer.headers(**COACH))
+
+    # Not a 500, not an error for the whole case: the case without its disclosure.
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["disclosure"], body["disclosure_status"]) == (None, "unavailable")
+    assert body["case_id"] == str(case_id)
+    slug = "call-unavailable" if bridge == "down" else "not-found"
+    [line] = [r.getMessage() for r in caplog.records if str(case_id) in r.getMessage()]
+    assert slug in line
+    # Nothing is stored about it: the next read asks again.
+    assert case_of(cases, event).disclosure_status == "disclosed"
+
+
+def test_without_a_broker_link_the_case_is_shown_with_its_disclosure_unavailable(
+    service_settings, issuer
+):
+    """The real key fetcher, no NATS at all: the call fails fast and the case is still read."""
+    with running(create_app(service_settings(Settings, "case-resolution"))) as client:
+        event = routed()
+        feed(client, event)
+        body = read(client, issuer, case_of(client, event).case_id, COACH)
+    assert (body["disclosure"], body["disclosure_status"]) == (None, "unavailable")
 
 
 def test_transition_responses_do_not_carry_the_package(cases, issuer):
@@ -1059,6 +1289,8 @@ def test_transition_responses_do_not_carry_the_package(cases, issuer):
     assert "disclosure" not in response.json()
     assert PACKAGE_CANARY not in response.text
     assert outbox(cases, "audit.case-resolution.case.read") == []
+    # A transition does not open the package: the bridge is not asked.
+    assert cases.bridge.calls == []
 
 
 # ---------------------------------------------------------------- requester cancel and withdrawal (F4)
@@ -1123,17 +1355,20 @@ def test_consent_withdrawn_cancels_an_open_case_and_purges_its_disclosure(cases,
 
     stored = case_of(cases, event)
     assert (stored.status, stored.status_reason) == ("cancelled", "consent_withdrawn")
-    assert stored.disclosure is None and stored.disclosure_status == "withdrawn"
+    assert sealed_columns(cases, event) == (None, None, None)
+    assert stored.disclosure_status == "withdrawn"
     body = read(cases, issuer, case_id, COACH)
     assert (body["disclosure"], body["disclosure_status"]) == (None, "withdrawn")
     # The metadata stays for audit: which categories were once disclosed, and the case itself.
     assert sorted(body["disclosed_categories"]) == ["identity", "intentions", "needs"]
-    assert PACKAGE_CANARY not in raw_rows(cases)
+    dump = raw_rows(cases)
+    assert PACKAGE_CANARY not in dump and event.data["disclosure"]["ciphertext"] not in dump
 
 
 def test_consent_withdrawn_purges_the_disclosure_even_on_a_completed_case(cases, issuer):
     event, case_id = case_in(cases, issuer, "completed")
-    assert PACKAGE_CANARY in raw_rows(cases)  # the canary really was stored
+    ciphertext = event.data["disclosure"]["ciphertext"]
+    assert ciphertext in raw_rows(cases)  # the sealed package really was stored
 
     feed(cases, cancelled(event, reason="consent_withdrawn"))
     feed(cases, cancelled(event, reason="consent_withdrawn"))  # idempotent
@@ -1141,14 +1376,10 @@ def test_consent_withdrawn_purges_the_disclosure_even_on_a_completed_case(cases,
     stored = case_of(cases, event)
     assert (stored.status, stored.outcome) == ("completed", "legal_stay")
     assert stored.disclosure_status == "withdrawn"
-    # The raw row holds no package value any more: SQL NULL, not even JSON `null`.
-    with cases.app.state.runtime.engine.connect() as connection:
-        purged = connection.execute(
-            text("SELECT disclosure IS NULL FROM cases WHERE track_id = :t"),
-            {"t": event.data["track_id"]},
-        ).scalar_one()
-    assert purged in (True, 1)
+    # The raw row holds no sealed package any more: SQL NULL in all three columns.
+    assert sealed_columns(cases, event) == (None, None, None)
     dump = raw_rows(cases)
+    assert ciphertext not in dump and event.data["disclosure"]["nonce"] not in dump
     assert PACKAGE_CANARY not in dump and "shelter" not in dump
     [(_, purge)] = outbox(cases, "audit.case-resolution.case-disclosure.purge")
     assert purge.data["resource_id"] == str(case_id) and purge.data["actor"] is None
@@ -1214,7 +1445,7 @@ def test_cancel_naming_another_agency_is_invalid(cases):
     with pytest.raises(Invalid):
         feed(cases, cancelled(event, reason="consent_withdrawn", agency=FEDASIL))
 
-    assert case_of(cases, event).disclosure == PACKAGE
+    assert case_of(cases, event).disclosure_ciphertext == event.data["disclosure"]["ciphertext"]
 
 
 # ---------------------------------------------------------------- a cancel before its track (F4)
@@ -1226,11 +1457,7 @@ def pending_cancels(client: TestClient) -> list[CasePendingCancel]:
 
 
 def disclosure_is_sql_null(client: TestClient, event: Event) -> bool:
-    with client.app.state.runtime.engine.connect() as connection:
-        return connection.execute(
-            text("SELECT disclosure IS NULL FROM cases WHERE track_id = :t"),
-            {"t": event.data["track_id"]},
-        ).scalar_one() in (True, 1)
+    return sealed_columns(client, event) == (None, None, None)
 
 
 @pytest.mark.parametrize("reason", ["consent_withdrawn", "requester_cancelled"])
@@ -1252,7 +1479,8 @@ def test_cancel_and_routing_in_either_order_end_in_the_same_cancelled_case(
     withdrawn = reason == "consent_withdrawn"
     assert stored.disclosure_status == ("withdrawn" if withdrawn else "disclosed")
     assert disclosure_is_sql_null(cases, event) is withdrawn
-    assert (PACKAGE_CANARY in raw_rows(cases)) is not withdrawn
+    assert (event.data["disclosure"]["ciphertext"] in raw_rows(cases)) is not withdrawn
+    assert PACKAGE_CANARY not in raw_rows(cases)
     body = read(cases, issuer, stored.case_id, COACH)
     assert body["disclosure"] == (None if withdrawn else PACKAGE)
     assert pending_cancels(cases) == []
@@ -1290,8 +1518,9 @@ def test_track_cancelled_before_it_was_routed_opens_cancelled_and_never_queues(
     for row, _ in outbox(cases):
         assert PACKAGE_CANARY not in row.payload.decode() + row.headers
     if withdrawn:
-        assert stored.disclosure is None and disclosure_is_sql_null(cases, event)
+        assert disclosure_is_sql_null(cases, event)
         dump = raw_rows(cases)
+        assert event.data["disclosure"]["ciphertext"] not in dump
         assert PACKAGE_CANARY not in dump and "shelter" not in dump
     # The performer cannot pick it up.
     response = accept(cases, issuer, stored.case_id, "legal_stay", COACH)
@@ -1315,7 +1544,8 @@ def test_cancel_redelivered_before_routing_is_kept_once(cases, issuer):
 
     assert len(all_cases(cases)) == 1 and pending_cancels(cases) == []
     assert snapshot(cases, event) == opened
-    assert opened["case"]["status"] == "cancelled" and opened["case"]["disclosure"] is None
+    assert opened["case"]["status"] == "cancelled"
+    assert opened["case"]["disclosure_ciphertext"] is None
     assert len(outbox(cases, "audit.case-resolution.case.create")) == 1
     assert outbox(cases, "audit.case-resolution.case.cancel") == []
     assert outbox(cases, "audit.case-resolution.case-disclosure.purge") == []
@@ -1336,7 +1566,7 @@ def test_withdrawal_after_a_cancel_before_routing_still_withholds_the_package(ca
     stored = case_of(cases, event)
     assert (stored.status, stored.status_reason) == ("cancelled", "requester_cancelled")
     assert stored.disclosure_status == "withdrawn" and disclosure_is_sql_null(cases, event)
-    assert PACKAGE_CANARY not in raw_rows(cases)
+    assert event.data["disclosure"]["ciphertext"] not in raw_rows(cases)
     assert pending_cancels(cases) == []
 
 
@@ -1367,7 +1597,7 @@ def test_withdrawal_being_applied_holds_back_the_track_arriving_meanwhile(cases,
 
     stored = case_of(cases, event)
     assert (stored.status, stored.disclosure_status) == ("cancelled", "withdrawn")
-    assert PACKAGE_CANARY not in raw_rows(cases)
+    assert event.data["disclosure"]["ciphertext"] not in raw_rows(cases)
 
 
 def test_cancel_before_routing_naming_another_agency_is_not_applied(cases, issuer, caplog):
@@ -1378,7 +1608,8 @@ def test_cancel_before_routing_naming_another_agency_is_not_applied(cases, issue
 
     # As if it had come after the track: it breaks its contract, and the case stays queued.
     stored = case_of(cases, event)
-    assert (stored.status, stored.disclosure) == ("requested", PACKAGE)
+    assert stored.status == "requested" and not disclosure_is_sql_null(cases, event)
+    assert read(cases, issuer, stored.case_id, COACH)["disclosure"] == PACKAGE
     assert [i["case_id"] for i in queue(cases, issuer, ICAM_BRUSSELS)] == [str(stored.case_id)]
     assert pending_cancels(cases) == []
     assert "another agency" in caplog.text and "consent_withdrawn" not in caplog.text
@@ -1973,9 +2204,11 @@ def test_notes_and_package_never_reach_events_audit_records_or_logs(cases, issue
     for row, _ in rows:
         raw = row.payload.decode() + row.headers
         assert NOTE_CANARY not in raw and PACKAGE_CANARY not in raw
+        assert encode_key(KEY) not in raw
     assert NOTE_CANARY not in caplog.text and PACKAGE_CANARY not in caplog.text
-    # The notes themselves stay in zone B's tables.
-    assert NOTE_CANARY in raw_rows(cases)
+    assert encode_key(KEY) not in caplog.text
+    # The notes themselves stay in zone B's tables; the package never was in them.
+    assert NOTE_CANARY in raw_rows(cases) and PACKAGE_CANARY not in raw_rows(cases)
 
 
 # ---------------------------------------------------------------- who may call at all
@@ -2369,10 +2602,18 @@ def test_routed_track_reaches_the_queue_and_acceptance_reaches_the_stream(
 def test_bad_package_is_dead_lettered_and_withdrawal_purges_through_the_real_server(
     service_settings, nats_server, issuer
 ):
+    """A plaintext package (an old or a rogue producer) is never stored: the event is
+    dead-lettered; the sealed one opens, and a withdrawal deletes it from the case (F4)."""
     url, passwords = nats_server.url, nats_server.passwords
-    with running(create_app(service_settings(Settings, "case-resolution"))) as client:
+    app = create_app(service_settings(Settings, "case-resolution"))
+    bridge = FakeBridge()
+    app.dependency_overrides[get_key_fetcher] = lambda: bridge.fetch
+    with running(app) as client:
         eventually(lambda: client.get("/readyz").status_code == 200, "the NATS link")
-        smuggled = routed(disclosure={"categories": ["needs"], "package": PACKAGE})
+        smuggled = routed(disclosure=DISCLOSURE)
+        smuggled = Event.model_validate(
+            {**smuggled.model_dump(), "data": {**smuggled.data, "disclosure": DISCLOSURE}}
+        )
         good = routed(track="return")
         asyncio.run(_publish(url, passwords, [smuggled, good]))
 
@@ -2384,9 +2625,10 @@ def test_bad_package_is_dead_lettered_and_withdrawal_purges_through_the_real_ser
             with Session(client.app.state.runtime.engine) as session:
                 return list(session.exec(select(DeadLetter)).all())
 
-        [letter] = eventually(dead, "the smuggled package to be dead-lettered")
-        assert (letter.event_id, letter.error) == (smuggled.id, "InvalidDisclosure")
+        [letter] = eventually(dead, "the plaintext package to be dead-lettered")
+        assert (letter.event_id, letter.error) == (smuggled.id, "ValidationError")
         assert queue(client, issuer, ICAM_BRUSSELS) == []
+        assert PACKAGE_CANARY not in raw_rows(client)
         assert read(client, issuer, item["case_id"], COUNSELLOR)["disclosure"] == PACKAGE
 
         asyncio.run(_publish(url, passwords, [cancelled(good, reason="consent_withdrawn")]))
@@ -2396,11 +2638,138 @@ def test_bad_package_is_dead_lettered_and_withdrawal_purges_through_the_real_ser
 
         eventually(purged, "the withdrawal to purge the package")
         stored = case_of(client, good)
-        assert (stored.status, stored.status_reason, stored.disclosure) == (
-            "cancelled",
-            "consent_withdrawn",
-            None,
-        )
-        assert PACKAGE_CANARY not in raw_rows(client)
+        assert (stored.status, stored.status_reason) == ("cancelled", "consent_withdrawn")
+        assert disclosure_is_sql_null(client, good)
+        assert good.data["disclosure"]["ciphertext"] not in raw_rows(client)
         # No event went back to the bridge for a cancel it sent itself.
         assert outbox(client, "secondline.") == []
+
+
+# ---------------------------------------------------------------- with the real bridge
+
+
+# One object per category, a canary in each, as intake would disclose it.
+FULL_RECORD = {
+    c.value: {"value": f"{PACKAGE_CANARY}-{c.value}", "n": i} for i, c in enumerate(DataCategory)
+}
+
+
+def _bridge_event(type_: str, **data: Any) -> Event:
+    subject = data.get("consent_id") or data["client_ref"]
+    return new_event(source="twoline/test", type=type_, subject=subject, **data)
+
+
+@pytest.mark.nats
+def test_case_read_opens_the_package_with_the_key_the_real_bridge_hands_out(
+    service_settings, nats_server, issuer
+):
+    """Bridge and zone B on the project's own nats-server: the routed package is sealed, the
+    case read asks the real `referral-sl` responder for the key, and the coach sees exactly the
+    consented categories; once the consent is withdrawn the next read shows nothing (F4)."""
+    from twoline_referral import consumers as bridge_consumers
+    from twoline_referral.app import create_app as create_bridge
+    from twoline_referral.config import Settings as BridgeSettings
+    from twoline_referral.models import DataKey
+    from twoline_referral.routes import get_disclosure_fetcher
+
+    consented = ["identity", "needs"]
+    client_ref, consent_id = "C-" + uuid.uuid4().hex[:12].upper(), f"CNS-{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC)
+    bridge_app = create_bridge(
+        service_settings(
+            BridgeSettings, "referral", nats_sl_password=nats_server.passwords["referral-sl"]
+        )
+    )
+    bridge_app.dependency_overrides[get_disclosure_fetcher] = lambda: (
+        lambda ref, org, categories: {c: FULL_RECORD[c] for c in categories}
+    )
+    handlers = bridge_consumers.FIRSTLINE_HANDLERS
+
+    def feed_bridge(client: TestClient, event: Event) -> None:
+        with contextlib.contextmanager(session_scope)(client.app.state.runtime.engine) as session:
+            handlers[event.type](session, event)
+
+    consent = {
+        "consent_id": consent_id,
+        "client_ref": client_ref,
+        "org": "ngo-ghent",
+        "recipient": IO,
+    }
+    with (
+        running(bridge_app) as bridge,
+        running(create_app(service_settings(Settings, "case-resolution"))) as client,
+    ):
+        eventually(lambda: bridge.get("/readyz").status_code == 200, "the bridge's NATS links")
+        eventually(lambda: client.get("/readyz").status_code == 200, "zone B's NATS link")
+        feed_bridge(
+            bridge,
+            _bridge_event(
+                "firstline.intake.client.registered", client_ref=client_ref, org="ngo-ghent"
+            ),
+        )
+        feed_bridge(
+            bridge,
+            _bridge_event(
+                "firstline.consent.consent.granted",
+                **consent,
+                purposes=["referral"],
+                categories=consented,
+                valid_from=(now - timedelta(days=1)).isoformat(),
+                valid_until=(now + timedelta(days=30)).isoformat(),
+            ),
+        )
+        created = bridge.post(
+            "/v1/referrals",
+            json={"client_ref": client_ref, "tracks": ["legal_stay"]},
+            headers=issuer.headers(**NGO_GHENT),
+        )
+        assert created.status_code == 201, created.text
+
+        [item] = eventually(
+            lambda: queue(client, issuer, ICAM_BRUSSELS), "the routed track to reach the queue"
+        )
+        response = client.get(f"/v1/cases/{item['case_id']}", headers=issuer.headers(**COACH))
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["disclosure_status"] == "disclosed"
+        assert body["disclosure"] == {c: FULL_RECORD[c] for c in consented}
+        for category in FULL_RECORD:
+            assert (f"{PACKAGE_CANARY}-{category}" in response.text) is (category in consented)
+        # Zone B holds the sealed form only; the bridge audited the key it handed out.
+        assert PACKAGE_CANARY not in raw_rows(client)
+        with Session(bridge.app.state.runtime.engine) as session:
+            released = [
+                decode(r.payload).data
+                for r in session.exec(select(OutboxMessage)).all()
+                if r.subject == "audit.referral.disclosure-key.release"
+            ]
+            [key] = session.exec(select(DataKey)).all()
+        assert [(a["outcome"], a["track_id"], a["key_id"]) for a in released] == [
+            ("success", created.json()["tracks"][0]["track_id"], key.key_id)
+        ]
+
+        # The client withdraws: the bridge destroys the key; the next read shows nothing.
+        feed_bridge(
+            bridge,
+            _bridge_event(
+                "firstline.consent.consent.withdrawn", **consent, withdrawn_at=now.isoformat()
+            ),
+        )
+        response = client.get(f"/v1/cases/{item['case_id']}", headers=issuer.headers(**COACH))
+        assert response.status_code == 200, response.text
+        assert (response.json()["disclosure"], response.json()["disclosure_status"]) == (
+            None,
+            "withdrawn",
+        )
+        assert PACKAGE_CANARY not in response.text
+
+        # And the cancel deletes zone B's sealed copy too.
+        def cancelled_and_deleted() -> Case | None:
+            with Session(client.app.state.runtime.engine) as session:
+                case = session.get(Case, uuid.UUID(item["case_id"]))
+            return case if case.disclosure_status == "withdrawn" else None
+
+        case = eventually(cancelled_and_deleted, "the withdrawal's cancel to reach zone B")
+        assert (case.status, case.status_reason) == ("cancelled", "consent_withdrawn")
+        assert case.sealed_disclosure() is None

@@ -1,8 +1,10 @@
 """Referral service (the bridge): the consent gate (F0), disclosure packages of exactly the
-consented categories (F2), routing by municipality and language within what the consent grants,
-track ids only (F5), status back from zone B with feedback gating (F6), requester cancel and
-withdrawal (F4), org scoping (F7), idempotent requests and projections, and the flow through the
-real NATS server with intake answering the disclosure call."""
+consented categories (F2), sealed under one data key per consent and bound to their track,
+routing by municipality and language within what the consent grants, track ids only (F5), status
+back from zone B with feedback gating (F6), requester cancel and withdrawal with the consent's key
+destroyed (F4), the key call zone B reads packages with, org scoping (F7), idempotent requests and
+projections, and the flow through the real NATS server with intake answering the disclosure
+call."""
 
 import asyncio
 import contextlib
@@ -17,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy import event as sa_event
-from sqlalchemy import func
+from sqlalchemy import func, inspect, text
 from sqlmodel import Session, SQLModel, select
 
 from tests.conftest import NGO_GHENT, assert_problem, eventually, running
@@ -25,13 +27,15 @@ from twoline.natsserver import credential
 from twoline_intake.app import create_app as create_intake_app
 from twoline_intake.config import Settings as IntakeSettings
 from twoline_intake.domain import disclosure_package
-from twoline_referral import domain, service
+from twoline_referral import domain, repository, service
 from twoline_referral.app import create_app
+from twoline_referral.calls import DISCLOSURE_KEY, on_disclosure_key
 from twoline_referral.config import DEMO_OFFICES, Office, Settings
 from twoline_referral.consumers import BINDINGS
 from twoline_referral.disclosure import checked
 from twoline_referral.models import (
     ConsentView,
+    DataKey,
     KnownClient,
     Referral,
     ReferralCreate,
@@ -41,8 +45,11 @@ from twoline_referral.models import (
 from twoline_referral.routes import get_disclosure_fetcher
 from twoline_shared.auth import Agency, Principal
 from twoline_shared.broker import connect
+from twoline_shared.calls import call
 from twoline_shared.codes import ConsentStatus, DataCategory, TaskStatus, Track
-from twoline_shared.errors import NotFound, Unavailable
+from twoline_shared.crypto import CannotOpen, Sealed, decode_key, open_sealed
+from twoline_shared.db import session_scope
+from twoline_shared.errors import Conflict, NotFound, Unavailable
 from twoline_shared.events import Event, decode, encode, headers_for, new_event
 from twoline_shared.inbox import PERMANENT
 from twoline_shared.outbox import OutboxMessage
@@ -62,6 +69,8 @@ ROUTED_FIELDS = {
     "disclosure",
 }
 CANCELLED_FIELDS = {"track_id", "agency", "status", "reason", "at"}
+# F4: the package travels sealed; no `package` key, no plaintext.
+DISCLOSURE_FIELDS = {"categories", "key_id", "nonce", "ciphertext"}
 IO = Agency.IMMIGRATION_OFFICE.value
 FEDASIL = Agency.FEDASIL.value
 BOTH = ["legal_stay", "return"]
@@ -307,6 +316,42 @@ def assert_nothing_stored(client: TestClient) -> None:
     assert count(client, Referral) == 0
     assert count(client, ReferralTrack) == 0
     assert count(client, OutboxMessage) == 0
+    assert count(client, DataKey) == 0
+
+
+def data_keys(client: TestClient) -> dict[str, DataKey]:
+    """The bridge's data keys by key id (destroyed ones have `key_bytes` None)."""
+    with Session(client.app.state.runtime.engine) as session:
+        return {k.key_id: k for k in session.exec(select(DataKey)).all()}
+
+
+def raw_rows(client: TestClient) -> str:
+    """Every row of every table of the bridge's database, as stored, in one string."""
+    engine = client.app.state.runtime.engine
+    dump = []
+    with engine.connect() as connection:
+        for table in inspect(engine).get_table_names():
+            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
+                dump.append(" ".join(_text(v) for v in row))
+    return "\n".join(dump)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).decode("latin-1")  # every byte, so that nothing hides from a scan
+    return str(value)
+
+
+def sealed_of(data: dict[str, Any]) -> Sealed:
+    disclosure = data["disclosure"]
+    return Sealed(nonce=disclosure["nonce"], ciphertext=disclosure["ciphertext"])
+
+
+def opened(client: TestClient, data: dict[str, Any]) -> dict[str, Any]:
+    """The package of a routed event's `data`, opened with the bridge's key and its track id."""
+    key = data_keys(client)[data["disclosure"]["key_id"]].key_bytes
+    assert key is not None, "the key was destroyed"
+    return open_sealed(sealed_of(data), key=key, aad=data["track_id"])
 
 
 # ---------------------------------------------------------------- the consent gate (F0)
@@ -342,11 +387,13 @@ def test_referral_with_both_consents_routes_two_tracks_by_track_id_only(referral
         assert event.subject == event.data["track_id"] and event.type == row.subject == ROUTED
         assert event.data["urgency"] == "urgent" and event.data["office"] == "brussels"
         assert event.data["purposes"] == ["feedback", "referral"]
+        assert set(event.data["disclosure"]) == DISCLOSURE_FIELDS
         assert event.data["disclosure"]["categories"] == ["intentions", "needs"]
-        assert set(event.data["disclosure"]["package"]) == {"intentions", "needs"}
+        assert set(opened(referral, event.data)) == {"intentions", "needs"}
         assert datetime.fromisoformat(event.data["routed_at"]).tzinfo is not None
         raw = row.payload.decode() + row.headers
-        for secret in (body["referral_id"], client_ref, CANARY, "Mariam"):
+        consent_ids = [g.data["consent_id"] for g in grants.values()]
+        for secret in (body["referral_id"], client_ref, CANARY, "Mariam", PKG, *consent_ids):
             assert secret not in raw
         assert json.loads(row.headers)["Nats-Msg-Id"] == event.id
     assert {e.data["track_id"] for _, e in routed} == track_ids
@@ -803,25 +850,23 @@ def test_each_package_holds_exactly_its_agencys_consented_categories(referral, i
     ]
     routed = routed_by_agency(referral)
     full = record()
-    assert routed[IO]["disclosure"] == {
-        "categories": ["identity", "needs"],
-        "package": {
-            "identity": {
-                "display_name": full["display_name"],
-                "birth_year": full["birth_year"],
-                "nationality": full["nationality"],
-            },
-            "needs": {"languages": full["languages"], "needs": full["needs"]},
+    assert routed[IO]["disclosure"]["categories"] == ["identity", "needs"]
+    assert opened(referral, routed[IO]) == {
+        "identity": {
+            "display_name": full["display_name"],
+            "birth_year": full["birth_year"],
+            "nationality": full["nationality"],
         },
+        "needs": {"languages": full["languages"], "needs": full["needs"]},
     }
     assert routed[FEDASIL]["disclosure"]["categories"] == ["health", "intentions", "needs"]
-    assert set(routed[FEDASIL]["disclosure"]["package"]) == {"health", "intentions", "needs"}
+    assert set(opened(referral, routed[FEDASIL])) == {"health", "intentions", "needs"}
     # No key, and no value, of what only the other agency's consent grants.
-    io_raw = json.dumps(routed[IO])
+    io_package = json.dumps(opened(referral, routed[IO]))
     for other in ("health", "intentions"):
-        assert other not in routed[IO]["disclosure"]["package"]
-        assert f"{PKG}-{other}" not in io_raw
-    assert f"{PKG}-display_name" not in json.dumps(routed[FEDASIL])
+        assert other not in opened(referral, routed[IO])
+        assert f"{PKG}-{other}" not in io_package
+    assert f"{PKG}-display_name" not in json.dumps(opened(referral, routed[FEDASIL]))
     assert routed[IO]["purposes"] == sorted(grants[IO].data["purposes"])
 
 
@@ -855,22 +900,27 @@ def test_no_package_value_leaves_the_bridge_except_inside_a_routed_event(referra
     )
 
     rows = outbox(referral)
-    routed = [row.payload.decode() for row, e in rows if e.type == ROUTED]
-    assert len(routed) == 2 and all(f"{PKG}-health" in raw for raw in routed)
-    others = [row.payload.decode() + row.headers for row, e in rows if e.type != ROUTED]
+    routed = [e.data for _, e in rows if e.type == ROUTED]
+    # The values leave only sealed inside the routed events: no outbox row holds them in clear.
+    assert len(routed) == 2 and all(
+        f"{PKG}-health" in json.dumps(opened(referral, d)) for d in routed
+    )
     assert {e.type for _, e in rows} >= {CANCELLED, "audit.referral.track.disclose"}
-    for raw in others:
-        assert PKG not in raw
-    # Nor in the bridge's own tables, nor in a log line.
+    for row, _ in rows:
+        assert PKG not in row.payload.decode() + row.headers
+    # Nor in the bridge's own tables (every row, every column as stored), nor in a log line.
+    assert PKG not in raw_rows(referral) and PKG not in caplog.text
     with Session(referral.app.state.runtime.engine) as session:
         stored = [
             *session.exec(select(Referral)).all(),
             *session.exec(select(ReferralTrack)).all(),
             *session.exec(select(TrackStatusEntry)).all(),
             *session.exec(select(ConsentView)).all(),
+            *session.exec(select(DataKey)).all(),
         ]
     assert stored and all(PKG not in repr(row.model_dump()) for row in stored)
-    assert PKG not in caplog.text
+    # A data key row never shows its key when it is printed.
+    assert all("key_bytes" not in repr(row) for row in stored if isinstance(row, DataKey))
     assert PKG not in json.dumps(
         referral.get(
             f"/v1/referrals/{created['referral_id']}", headers=issuer.headers(**NGO_GHENT)
@@ -885,7 +935,7 @@ def test_without_consented_categories_intake_is_not_asked(referral, issuer):
 
     assert referral.fake_intake.calls == []
     for data in routed_by_agency(referral).values():
-        assert data["disclosure"] == {"categories": [], "package": {}}
+        assert data["disclosure"]["categories"] == [] and opened(referral, data) == {}
 
 
 def test_intake_unavailable_is_503_and_nothing_is_stored(referral, issuer):
@@ -1348,9 +1398,19 @@ def test_withdrawal_cancels_open_tracks_and_tells_zone_b_about_every_track_under
         ("requested", "cancelled"),
     ]
 
+    # F4: the consent's data key is destroyed (crypto-shredding); the other consent's is not.
+    keys = {k.consent_id: k for k in data_keys(referral).values()}
+    io_key, fedasil_key = (keys[grants[a].data["consent_id"]] for a in (IO, FEDASIL))
+    assert io_key.key_bytes is None and io_key.destroyed_at is not None
+    assert fedasil_key.key_bytes is not None and fedasil_key.destroyed_at is None
+    [destroyed] = [e.data for _, e in outbox(referral, "audit.referral.disclosure-key.destroy")]
+    assert destroyed["key_id"] == io_key.key_id
+    assert (destroyed["consent_id"], destroyed["actor"]) == (grants[IO].data["consent_id"], None)
+
     # A redelivered withdrawal, or the same fact under another event id, emits nothing again.
     feed(referral, withdrawal, consent_withdrawn(grants[IO]))
     assert len(outbox(referral, CANCELLED)) == 2
+    assert len(outbox(referral, "audit.referral.disclosure-key.destroy")) == 1
 
 
 def test_after_withdrawal_the_track_is_closed_for_the_requester_too(referral, issuer):
@@ -1362,6 +1422,187 @@ def test_after_withdrawal_the_track_is_closed_for_the_requester_too(referral, is
     response = cancel(referral, issuer, created["referral_id"], {"reason": "other"})
     assert_problem(response, 409, "referral-closed")
     assert len(outbox(referral, CANCELLED)) == 1
+
+
+# ---------------------------------------------------------------- sealed packages, data keys (F2, F4)
+
+
+def test_routed_package_is_sealed_under_its_consents_key_and_bound_to_its_track(referral, issuer):
+    client_ref, grants = new_client(referral, categories={IO: ALL_CATEGORIES, FEDASIL: ("needs",)})
+
+    assert post_referral(referral, issuer, client_ref).status_code == 201
+
+    routed = routed_by_agency(referral)
+    by_consent = {k.consent_id: k for k in data_keys(referral).values()}
+    # One key per consent: random, 256 bits, and its id tells zone B nothing about the consent.
+    assert sorted(by_consent) == sorted(g.data["consent_id"] for g in grants.values())
+    for agency, data in routed.items():
+        consent_id = grants[agency].data["consent_id"]
+        key = by_consent[consent_id]
+        assert data["disclosure"]["key_id"] == key.key_id
+        assert consent_id not in key.key_id and key.key_id != consent_id
+        assert len(key.key_bytes) == 32 and key.destroyed_at is None
+    # The outbox row holds the ciphertext and no plaintext: not a canary, not a field name.
+    for row, event in outbox(referral, ROUTED):
+        raw = row.payload.decode() + row.headers
+        assert event.data["disclosure"]["ciphertext"] in raw
+        for plaintext in (PKG, "display_name", "birth_year", "shelter", "Mariam"):
+            assert plaintext not in raw
+    # It opens with its consent's key and its own track id, and with nothing else.
+    io, fedasil = routed[IO], routed[FEDASIL]
+    io_key = by_consent[grants[IO].data["consent_id"]].key_bytes
+    fedasil_key = by_consent[grants[FEDASIL].data["consent_id"]].key_bytes
+    assert set(open_sealed(sealed_of(io), key=io_key, aad=io["track_id"])) == set(ALL_CATEGORIES)
+    with pytest.raises(CannotOpen):
+        open_sealed(sealed_of(io), key=fedasil_key, aad=io["track_id"])
+    with pytest.raises(CannotOpen):
+        open_sealed(sealed_of(io), key=io_key, aad=fedasil["track_id"])
+
+
+def test_every_referral_under_one_consent_is_sealed_under_its_one_key(referral, issuer):
+    client_ref, _ = new_client(referral, recipients=(IO,))
+
+    for _ in range(3):
+        assert post_referral(referral, issuer, client_ref, tracks=["legal_stay"]).status_code == 201
+
+    routed = [e.data for _, e in outbox(referral, ROUTED)]
+    assert len(routed) == 3 and len(data_keys(referral)) == 1
+    assert len({d["disclosure"]["key_id"] for d in routed}) == 1
+    # A fresh nonce for every package, and each bound to its own track.
+    assert len({d["disclosure"]["nonce"] for d in routed}) == 3
+    assert all(opened(referral, d) == opened(referral, routed[0]) for d in routed)
+
+
+def test_a_consent_withdrawn_while_the_referral_is_built_refuses_it(referral, issuer):
+    """F0, F4: the withdrawal is applied while intake is being asked; the referral does not
+    route under the consent it had chosen, and no key is made for it."""
+    client_ref, grants = new_client(referral, recipients=(IO,))
+    fetch = referral.fake_intake.fetch
+
+    def fetch_while_withdrawn(*args: Any) -> dict[str, dict]:
+        package = fetch(*args)
+        feed(referral, consent_withdrawn(grants[IO]))
+        return package
+
+    referral.app.dependency_overrides[get_disclosure_fetcher] = lambda: fetch_while_withdrawn
+    response = post_referral(referral, issuer, client_ref, tracks=["legal_stay"])
+
+    body = assert_problem(response, 422, "consent-missing")
+    assert body["missing_consent"] == [IO]
+    assert_nothing_stored(referral)
+
+
+def test_withdrawal_destroys_the_key_in_the_same_transaction_as_the_cancels(
+    referral, issuer, monkeypatch
+):
+    client_ref, grants = new_client(referral, recipients=(IO,))
+    post_referral(referral, issuer, client_ref, tracks=["legal_stay"])
+    [key] = data_keys(referral).values()
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the cancels fail")
+
+    monkeypatch.setattr(repository, "tracks_under_consent", fail)
+    with pytest.raises(RuntimeError):
+        feed(referral, consent_withdrawn(grants[IO]))
+    # Nothing of the withdrawal was committed: the key is intact, the consent still active.
+    assert data_keys(referral)[key.key_id].key_bytes == key.key_bytes
+    assert consent_row(referral, grants[IO].data["consent_id"]).status == "active"
+
+    monkeypatch.undo()
+    feed(referral, consent_withdrawn(grants[IO]))
+    destroyed = data_keys(referral)[key.key_id]
+    assert (destroyed.key_bytes, destroyed.consent_id) == (None, key.consent_id)
+    assert destroyed.destroyed_at is not None
+    assert len(outbox(referral, CANCELLED)) == 1
+    # The key bytes are gone from every table of the bridge.
+    assert key.key_bytes.decode("latin-1") not in raw_rows(referral)
+
+
+def ask_key(client: TestClient, **payload: Any) -> dict[str, Any]:
+    """The key call's handler, in its own transaction as the responder runs it."""
+    with contextlib.contextmanager(session_scope)(client.app.state.runtime.engine) as session:
+        return on_disclosure_key(session, payload)
+
+
+def test_the_key_call_hands_out_a_key_only_for_a_track_routed_under_it(referral, issuer):
+    client_ref, grants = new_client(referral)
+    post_referral(referral, issuer, client_ref)
+    routed = routed_by_agency(referral)
+    io, fedasil = routed[IO], routed[FEDASIL]
+    io_key_id, fedasil_key_id = io["disclosure"]["key_id"], fedasil["disclosure"]["key_id"]
+
+    reply = ask_key(referral, track_id=io["track_id"], key_id=io_key_id)
+
+    assert set(reply) == {"key"}
+    package = open_sealed(sealed_of(io), key=decode_key(reply["key"]), aad=io["track_id"])
+    assert package == opened(referral, io)
+    refused = [
+        # An unknown track; the key of another track's consent; an unknown key.
+        {"track_id": str(uuid.uuid4()), "key_id": io_key_id},
+        {"track_id": io["track_id"], "key_id": fedasil_key_id},
+        {"track_id": io["track_id"], "key_id": "not-a-key"},
+    ]
+    for payload in refused:
+        with pytest.raises(NotFound):
+            ask_key(referral, **payload)
+    for payload in ({"track_id": "T-1", "key_id": io_key_id}, {"track_id": io["track_id"]}):
+        with pytest.raises(ValueError):  # pydantic: the call answers 422
+            ask_key(referral, **payload)
+
+    feed(referral, consent_withdrawn(grants[IO]))
+
+    # F4: the destroyed key is refused as withdrawn; the other consent's key is still handed out.
+    with pytest.raises(Conflict) as raised:
+        ask_key(referral, track_id=io["track_id"], key_id=io_key_id)
+    assert raised.value.slug == "disclosure-withdrawn"
+    assert ask_key(referral, track_id=fedasil["track_id"], key_id=fedasil_key_id)["key"]
+    # Every answer is an audit record of ids and codes, never the key.
+    audits = [(r, e.data) for r, e in outbox(referral, "audit.referral.disclosure-key.release")]
+    assert [(a["outcome"], a.get("reason"), a["track_id"]) for _, a in audits] == [
+        ("success", None, io["track_id"]),
+        ("denied", "not-found", refused[0]["track_id"]),
+        ("denied", "not-found", io["track_id"]),
+        ("denied", "not-found", io["track_id"]),
+        ("denied", "disclosure-withdrawn", io["track_id"]),
+        ("success", None, fedasil["track_id"]),
+    ]
+    assert audits[0][1]["consent_id"] == grants[IO].data["consent_id"]
+    for row, _ in audits:
+        assert reply["key"] not in row.payload.decode() and PKG not in row.payload.decode()
+
+
+class _Key:
+    def __init__(self, **overrides: Any) -> None:
+        self.key_id, self.consent_id = "K-1", "CNS-1"
+        self.key_bytes: bytes | None = b"k" * 32
+        self.destroyed_at: datetime | None = None
+        self.__dict__.update(overrides)
+
+
+def test_key_release_rule():
+    active, withdrawn = _Consent(), _Consent(status="inactive")
+    release = domain.KeyDecision.RELEASE
+    unknown, gone = domain.KeyDecision.UNKNOWN, domain.KeyDecision.WITHDRAWN
+    now = datetime.now(UTC)
+
+    def judge(**kwargs: Any) -> domain.KeyDecision:
+        return domain.judge_key_request(now=now, **kwargs)
+
+    assert judge(track_consent_id="CNS-1", key=_Key(), consent=active) is release
+    assert judge(track_consent_id=None, key=_Key(), consent=active) is unknown
+    assert judge(track_consent_id="CNS-1", key=None, consent=active) is unknown
+    assert judge(track_consent_id="CNS-2", key=_Key(), consent=active) is unknown
+    # Destroyed, or (a key made by a referral racing the withdrawal) under an inactive consent.
+    assert judge(track_consent_id="CNS-1", key=_Key(key_bytes=None), consent=active) is gone
+    assert judge(track_consent_id="CNS-1", key=_Key(destroyed_at=now), consent=active) is gone
+    assert judge(track_consent_id="CNS-1", key=_Key(), consent=withdrawn) is gone
+    assert judge(track_consent_id="CNS-1", key=_Key(), consent=None) is gone
+    # A consent past its end date is inactive: its key is no longer released.
+    expired = _Consent(valid_until=now - timedelta(seconds=1))
+    assert judge(track_consent_id="CNS-1", key=_Key(), consent=expired) is gone
+    open_ended = _Consent(valid_until=None)
+    assert judge(track_consent_id="CNS-1", key=_Key(), consent=open_ended) is release
 
 
 # ---------------------------------------------------------------- domain rules (no I/O)
@@ -1710,28 +1951,33 @@ def test_referral_asks_the_real_intake_routes_packages_to_zone_b_and_follows_sta
         messages = asyncio.run(_read(url, passwords, "sl-admin", "SECONDLINE", ROUTED, expect=2))
         assert len(messages) == 2
         routed = {e.data["agency"]: e.data for e in (decode(m.data) for m in messages)}
-        assert routed[IO]["disclosure"] == {
-            "categories": ["contact", "identity", "needs"],
-            "package": {
-                "contact": {"municipality": "Luik", "phone": f"{PKG}-phone"},
-                "identity": {
-                    "display_name": f"{PKG}-display_name",
-                    "birth_year": 1990,
-                    "nationality": "GN",
-                },
-                "needs": {"languages": ["ar", "fr"], "needs": ["shelter", f"{PKG}-needs"]},
+        # In the stream the packages are sealed: they open with the bridge's key for the track's
+        # consent and the track id as associated data.
+        assert routed[IO]["disclosure"]["categories"] == ["contact", "identity", "needs"]
+        assert opened(client, routed[IO]) == {
+            "contact": {"municipality": "Luik", "phone": f"{PKG}-phone"},
+            "identity": {
+                "display_name": f"{PKG}-display_name",
+                "birth_year": 1990,
+                "nationality": "GN",
             },
+            "needs": {"languages": ["ar", "fr"], "needs": ["shelter", f"{PKG}-needs"]},
         }
-        assert routed[FEDASIL]["disclosure"] == {
-            "categories": ["needs"],
-            "package": {"needs": {"languages": ["ar", "fr"], "needs": ["shelter", f"{PKG}-needs"]}},
+        assert routed[FEDASIL]["disclosure"]["categories"] == ["needs"]
+        assert opened(client, routed[FEDASIL]) == {
+            "needs": {"languages": ["ar", "fr"], "needs": ["shelter", f"{PKG}-needs"]}
         }
+        with pytest.raises(CannotOpen):
+            key = data_keys(client)[routed[IO]["disclosure"]["key_id"]].key_bytes
+            open_sealed(sealed_of(routed[IO]), key=key, aad=routed[FEDASIL]["track_id"])
         assert routed[FEDASIL]["purposes"] == ["referral"]
         for message in messages:
             assert set(decode(message.data).data) == ROUTED_FIELDS
-            raw = message.data.decode() + json.dumps(message.headers)
-            for secret in (created["referral_id"], client_ref, CANARY, f"{PKG}-health"):
-                assert secret not in raw
+            assert set(decode(message.data).data["disclosure"]) == DISCLOSURE_FIELDS
+            # Raw bytes, headers included: no plaintext value, no zone-A identifier.
+            raw = message.data + json.dumps(message.headers).encode()
+            for secret in (created["referral_id"], client_ref, CANARY, PKG, "display_name"):
+                assert secret.encode() not in raw
 
         # Intake recorded the disclosure it answered: ids and categories, no values.
         with Session(intake.app.state.runtime.engine) as session:
@@ -1812,3 +2058,56 @@ def test_referral_is_503_and_stores_nothing_when_intake_does_not_answer(bridge_s
         body = assert_problem(response, 503, "call-unavailable")
         assert "svc.intake.disclosure" in body["detail"] and CANARY not in response.text
         assert_nothing_stored(client)
+
+
+@pytest.mark.nats
+def test_only_case_resolution_may_ask_for_a_key_and_only_while_the_consent_is_active(
+    bridge_settings, nats_server, issuer, fake_intake
+):
+    """The key call over the project's own server and config: `case-resolution` asks, the
+    bridge's `referral-sl` answers. No other service user can reach it, in zone A's account or
+    in zone B's; `sl-admin` is the SECONDLINE operator account (provisioning), unrestricted by
+    design, and is no service's credential."""
+    url, passwords = nats_server.url, nats_server.passwords
+    app = create_app(bridge_settings)
+    app.dependency_overrides[get_disclosure_fetcher] = lambda: fake_intake.fetch
+    with running(app) as client:
+        eventually(lambda: client.get("/readyz").status_code == 200, "both NATS links")
+        client.fake_intake = fake_intake  # type: ignore[attr-defined]
+        client_ref, grants = new_client(client)
+        assert post_referral(client, issuer, client_ref).status_code == 201
+        routed = routed_by_agency(client)
+        io, fedasil = routed[IO], routed[FEDASIL]
+        good = {"track_id": io["track_id"], "key_id": io["disclosure"]["key_id"]}
+
+        async def ask(user: str, payload: dict[str, Any], wait: float = 5) -> dict[str, Any]:
+            nc = await connect(url, credential(user, passwords), name=f"test:{user}")
+            try:
+                return await call(nc, DISCLOSURE_KEY, payload, wait=wait)
+            finally:
+                await nc.close()
+
+        reply = asyncio.run(ask("case-resolution", good))
+        package = open_sealed(sealed_of(io), key=decode_key(reply["key"]), aad=io["track_id"])
+        assert package == opened(client, io)
+
+        # An unknown track, and a key that is not the track's, are refused.
+        with pytest.raises(NotFound):
+            asyncio.run(ask("case-resolution", {**good, "track_id": str(uuid.uuid4())}))
+        with pytest.raises(NotFound):
+            asyncio.run(ask("case-resolution", {**good, "key_id": fedasil["disclosure"]["key_id"]}))
+
+        # No other user reaches the responder: zone-A users (their account has no such
+        # subject, and they may not publish it), and the bridge's own users, which answer
+        # (referral-sl) or work in zone A (referral-fl) but may not ask.
+        for user in ("intake", "consent", "referral-fl", "fl-admin", "referral-sl", "audit"):
+            with pytest.raises(Unavailable):
+                asyncio.run(ask(user, good, wait=1))
+
+        # The client withdraws the ICAM consent: its key is destroyed, the call refuses it.
+        feed(client, consent_withdrawn(grants[IO]))
+        with pytest.raises(Conflict) as raised:
+            asyncio.run(ask("case-resolution", good))
+        assert raised.value.slug == "disclosure-withdrawn"
+        fedasil_good = {"track_id": fedasil["track_id"], "key_id": fedasil["disclosure"]["key_id"]}
+        assert asyncio.run(ask("case-resolution", fedasil_good))["key"]

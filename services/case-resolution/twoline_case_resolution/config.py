@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from twoline_shared.settings import ServiceSettings
@@ -13,6 +14,9 @@ class Settings(ServiceSettings):
     port: int = 8004
     database_url: str = "sqlite:///.twoline/case-resolution.db"
     nats_user: str = "case-resolution"
+    # How long a case read waits for the bridge to hand out a package's key; after that the case
+    # is shown with `disclosure_status` `unavailable` (never a 500).
+    disclosure_key_timeout_seconds: float = Field(default=2.0, gt=0, le=10)
 
 
 @lru_cache

@@ -65,6 +65,12 @@ class InvalidDisclosure(Invalid):
     slug, title = "invalid-disclosure", "The disclosure package breaks its contract"
 
 
+class DisclosureWithdrawn(Conflict):
+    """The bridge's answer to a key request once the consent is withdrawn (its key destroyed)."""
+
+    slug, title = "disclosure-withdrawn", "The consent for this disclosure was withdrawn"
+
+
 def agency_for(track: Track) -> Agency:
     """The agency that performs `track`: legal stay is ICAM's, return is Fedasil's."""
     return ROLE_AGENCY[PERFORMER_ROLE[track]]
@@ -146,17 +152,25 @@ def check_track_in_path(*, case_track: Track, path_track: Track) -> None:
 # ---------------------------------------------------------------- disclosure
 
 
-def check_disclosure(*, categories: list[str], package: Mapping[str, Any]) -> None:
-    """A package holds exactly one object per disclosed category, each a known code (F2).
+def check_categories(categories: list[str]) -> None:
+    """The categories of a disclosure are known data categories, each named once.
 
-    Raises InvalidDisclosure: the consumer then dead-letters the event instead of storing data
-    the consent did not cover.
+    Raises InvalidDisclosure: the consumer then dead-letters the routed event.
     """
     unknown = [c for c in categories if c not in DataCategory.__members__.values()]
     if unknown:
         raise InvalidDisclosure("The disclosure names a category that is not a data category.")
     if len(set(categories)) != len(categories):
         raise InvalidDisclosure("The disclosure names a category twice.")
+
+
+def check_disclosure(*, categories: list[str], package: Mapping[str, Any]) -> None:
+    """A package holds exactly one object per disclosed category, each a known code (F2).
+
+    The package arrives sealed, so this runs each time it is opened, before anything is shown:
+    data the consent did not cover is never shown (InvalidDisclosure).
+    """
+    check_categories(categories)
     if set(package) != set(categories):
         raise InvalidDisclosure("The package keys are not exactly the disclosed categories.")
     if not all(isinstance(value, dict) for value in package.values()):

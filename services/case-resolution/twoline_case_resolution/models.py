@@ -20,6 +20,7 @@ from pydantic import (
     StringConstraints,
     computed_field,
     field_validator,
+    model_validator,
 )
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
@@ -43,6 +44,7 @@ from twoline_shared.codes import (
     Urgency,
     is_language,
 )
+from twoline_shared.crypto import Sealed, is_well_formed
 from twoline_shared.db import UtcDateTime, utcnow
 
 _REF_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -52,7 +54,7 @@ NOTE_MAX = 2000
 Note = Annotated[str, StringConstraints(min_length=1, max_length=NOTE_MAX)]
 TopicCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 
-# SQL NULL for None (not the JSON `null`), so a purged package leaves no value in the row (F4).
+# SQL NULL for None (not the JSON `null`), so an absent value leaves nothing in the row.
 NullableJSON = sa.JSON(none_as_null=True)
 
 
@@ -70,7 +72,10 @@ def _not_in_future(value: dt.date) -> dt.date:
 
 class DisclosureStatus(StrEnum):
     DISCLOSED = "disclosed"
-    WITHDRAWN = "withdrawn"  # F4: the package is purged, the metadata stays
+    WITHDRAWN = "withdrawn"  # F4: the package is purged (and its key destroyed), metadata stays
+    # Shown only, never stored: the bridge did not hand out the key, or the package did not
+    # open as the disclosure it claims to be; the case itself is still shown.
+    UNAVAILABLE = "unavailable"
 
 
 class Case(SQLModel, table=True):
@@ -95,9 +100,13 @@ class Case(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     # The purposes of the consent the track went under.
     purposes: list[str] = Field(default_factory=list, sa_type=sa.JSON)
-    # What was disclosed (codes; kept after a withdrawal) and the package itself (purged then).
+    # What was disclosed (codes; kept after a withdrawal) and the package itself, only as the
+    # bridge sealed it (F4): the key stays with the bridge, so nothing here reads in plaintext.
+    # All three NULL once withdrawn, or for a track routed without a package.
     disclosed_categories: list[str] = Field(default_factory=list, sa_type=sa.JSON)
-    disclosure: dict[str, Any] | None = Field(default=None, sa_type=NullableJSON)
+    disclosure_key_id: str | None = Field(default=None, max_length=64)
+    disclosure_nonce: str | None = Field(default=None, max_length=32)
+    disclosure_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
     disclosure_status: DisclosureStatus = Field(
         default=DisclosureStatus.DISCLOSED, sa_type=sa.String(16)
     )
@@ -107,6 +116,14 @@ class Case(SQLModel, table=True):
     status_note: str | None = Field(default=None, max_length=NOTE_MAX)
     closed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     return_step: ReturnStep | None = Field(default=None, sa_type=sa.String(32))
+
+    def sealed_disclosure(self) -> tuple[str, Sealed] | None:
+        """The key id and the sealed package, if the case holds one."""
+        if self.disclosure_key_id and self.disclosure_nonce and self.disclosure_ciphertext:
+            return self.disclosure_key_id, Sealed(
+                nonce=self.disclosure_nonce, ciphertext=self.disclosure_ciphertext
+            )
+        return None
 
 
 class CasePendingCancel(SQLModel, table=True):
@@ -415,7 +432,9 @@ class DecisionPublic(SQLModel):
 class CaseDetailPublic(CasePublic):
     """A case with its disclosure and track work; reading it is an audited read (F9)."""
 
-    # Exactly the routed package, one object per disclosed category; null once withdrawn (F4).
+    # Exactly the routed package, opened in memory with the key the bridge hands out for this
+    # read, one object per disclosed category; null once withdrawn (F4) or while the bridge
+    # does not answer (`disclosure_status` says which).
     disclosure: dict[DataCategory, dict[str, Any]] | None
     # Legal stay only (null on a return case): the current assessment per option.
     options: list[OptionPublic] | None
@@ -429,16 +448,26 @@ class CaseDetailPublic(CasePublic):
 
 
 class Disclosure(BaseModel):
-    """The disclosure of a routed track: the categories and one object per category.
+    """The disclosure of a routed track: its categories and the package, sealed by the bridge.
 
-    The shapes are checked here; that the package matches its categories exactly is
-    `domain.check_disclosure`.
+    A plaintext `package` breaks the contract (extra fields are forbidden): zone B never stores
+    one (F4). The shapes are checked here; that the opened package matches its categories
+    exactly is `domain.check_disclosure`, each time it is opened.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     categories: list[str] = PydanticField(max_length=len(DataCategory))
-    package: dict[str, Any]
+    key_id: str = PydanticField(min_length=1, max_length=64)
+    nonce: str = PydanticField(min_length=1, max_length=32)
+    # Bounded by the broker's max_payload (1 MB).
+    ciphertext: str = PydanticField(min_length=1, max_length=1_500_000)
+
+    @model_validator(mode="after")
+    def _sealed(self) -> "Disclosure":
+        if not is_well_formed(Sealed(nonce=self.nonce, ciphertext=self.ciphertext)):
+            raise ValueError("the package is not sealed (a 96-bit nonce and a GCM ciphertext)")
+        return self
 
 
 class TrackRouted(BaseModel):

@@ -166,12 +166,17 @@ def set_status(
 
 
 def purge_disclosure(session: Session, *, case: Case, at: datetime) -> bool:
-    """Drop the package from the row and mark it withdrawn; False if it was already (F4)."""
+    """Drop the sealed package from the row and mark it withdrawn; False if it was already (F4).
+
+    The bridge destroyed its key when the consent was withdrawn; this deletes zone B's copy too.
+    """
     return _update_case(
         session,
         case,
         Case.disclosure_status == DisclosureStatus.DISCLOSED,
-        disclosure=null(),
+        disclosure_key_id=null(),
+        disclosure_nonce=null(),
+        disclosure_ciphertext=null(),
         disclosure_status=DisclosureStatus.WITHDRAWN,
         updated_at=at,
     )

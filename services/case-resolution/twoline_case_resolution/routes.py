@@ -7,9 +7,10 @@ Every route needs a second-line role; which of the two may act on a track is the
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, status
 
 from twoline_case_resolution import service
+from twoline_case_resolution.disclosure import KeyFetcher, bridge_key_fetcher
 from twoline_case_resolution.domain import LegalStayOption
 from twoline_case_resolution.models import (
     AssessOption,
@@ -39,8 +40,15 @@ def get_current_case(case_id: uuid.UUID, session: SessionDep, principal: SecondL
     return service.load_case(session, principal=principal, case_id=case_id)
 
 
+def get_key_fetcher(request: Request) -> KeyFetcher:
+    """The data key of a sealed package, asked of the bridge over the running service's link."""
+    runtime = request.app.state.runtime
+    return bridge_key_fetcher(runtime, timeout=runtime.settings.disclosure_key_timeout_seconds)
+
+
 # A case of the caller's agency, in their office or assigned to them; else 404 (F7).
 CurrentCase = Annotated[Case, Depends(get_current_case)]
+KeyFetcherDep = Annotated[KeyFetcher, Depends(get_key_fetcher)]
 
 router = APIRouter(tags=["cases"])
 
@@ -59,9 +67,11 @@ def read_queue(
 
 
 @router.get("/cases/{case_id}", response_model=CaseDetailPublic)
-def read_case(case: CurrentCase, session: SessionDep, principal: SecondLine):
+def read_case(
+    case: CurrentCase, session: SessionDep, principal: SecondLine, fetch_key: KeyFetcherDep
+):
     """Read one case of your office, or one assigned to you, with its disclosure (audited)."""
-    return service.read_case(session, principal=principal, case=case)
+    return service.read_case(session, principal=principal, case=case, fetch_key=fetch_key)
 
 
 @router.post("/cases/{case_id}/tracks/{track}/accept", response_model=CasePublic)

@@ -4,10 +4,12 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
 from twoline_case_resolution import domain, repository
+from twoline_case_resolution.disclosure import KeyFetcher
 from twoline_case_resolution.domain import ClientDecision, LegalStayOption, ReturnStep
 from twoline_case_resolution.models import (
     AssessOption,
@@ -31,11 +33,12 @@ from twoline_case_resolution.models import (
     TrackRouted,
     new_case_ref,
 )
+from twoline_shared import crypto
 from twoline_shared.audit import record_audit
 from twoline_shared.auth import Principal
 from twoline_shared.codes import Outcome, StatusReason, TaskStatus, Track
 from twoline_shared.db import utcnow
-from twoline_shared.errors import Invalid, NotFound
+from twoline_shared.errors import Invalid, NotFound, ServiceError
 from twoline_shared.events import new_event
 from twoline_shared.outbox import add_event
 
@@ -82,10 +85,11 @@ def open_case(session: Session, *, routed: TrackRouted) -> Case:
         return existing
     if domain.agency_for(routed.track) != routed.agency:
         raise Invalid(f"A {routed.track.value!r} track cannot go to {routed.agency.value!r}.")
-    categories = list(routed.disclosure.categories) if routed.disclosure else []
-    package = dict(routed.disclosure.package) if routed.disclosure else {}
-    # F2: store exactly the consented categories, or nothing (the event is dead-lettered).
-    domain.check_disclosure(categories=categories, package=package)
+    sealed = routed.disclosure
+    categories = list(sealed.categories) if sealed else []
+    # F2: known categories, each once, or nothing is stored (the event is dead-lettered). That
+    # the package holds exactly these is checked each time it is opened (`read_case`).
+    domain.check_categories(categories)
     case = Case(
         # F5: a fresh pseudonym, derived from nothing that zone A knows.
         case_ref=_fresh_case_ref(session),
@@ -97,7 +101,10 @@ def open_case(session: Session, *, routed: TrackRouted) -> Case:
         routed_at=routed.routed_at,
         purposes=[p.value for p in routed.purposes],
         disclosed_categories=categories,
-        disclosure=package,
+        # F4: only the sealed form; the key stays with the bridge.
+        disclosure_key_id=sealed.key_id if sealed else None,
+        disclosure_nonce=sealed.nonce if sealed else None,
+        disclosure_ciphertext=sealed.ciphertext if sealed else None,
         disclosure_status=DisclosureStatus.DISCLOSED,
     )
     early = repository.pop_pending_cancels(session, track_id=routed.track_id)
@@ -114,7 +121,7 @@ def open_case(session: Session, *, routed: TrackRouted) -> Case:
         case.closed_at = early[0].at
         if withheld:
             # F4: the package is dropped here, before it is ever written; the categories stay.
-            case.disclosure = None
+            case.disclosure_key_id = case.disclosure_nonce = case.disclosure_ciphertext = None
             case.disclosure_status = DisclosureStatus.WITHDRAWN
     repository.add_case(session, case=case)
     record_audit(
@@ -256,10 +263,50 @@ def load_case(session: Session, *, principal: Principal, case_id: uuid.UUID) -> 
     return case
 
 
-def read_case(session: Session, *, principal: Principal, case: Case) -> CaseDetailPublic:
+def _open_disclosure(
+    case: Case, *, fetch_key: KeyFetcher
+) -> tuple[dict[str, Any] | None, DisclosureStatus]:
+    """The case's package, opened in memory with the key the bridge hands out for this read.
+
+    F4: once the consent is withdrawn the bridge refuses the key and nothing is shown, even
+    before the cancel reaches this service. Anything else that keeps the package closed (the
+    bridge does not answer, the package does not open or breaks F2) shows the case without it,
+    `unavailable`, and leaves an id-only log line.
+    """
+    if case.disclosure_status == DisclosureStatus.WITHDRAWN:
+        return None, DisclosureStatus.WITHDRAWN
+    held = case.sealed_disclosure()
+    if held is None:
+        # Routed without a package: nothing was disclosed. With categories but no package (a
+        # plaintext package dropped by migration 0004) there is nothing to show.
+        if case.disclosed_categories:
+            return None, DisclosureStatus.UNAVAILABLE
+        return {}, DisclosureStatus.DISCLOSED
+    key_id, sealed = held
+    try:
+        key = fetch_key(case.track_id, key_id)
+    except domain.DisclosureWithdrawn:
+        return None, DisclosureStatus.WITHDRAWN
+    except ServiceError as exc:
+        log.warning("case %s: the bridge handed out no key (%s)", case.case_id, exc.slug)
+        return None, DisclosureStatus.UNAVAILABLE
+    try:
+        # F2: bound to this track (the associated data), and exactly the disclosed categories.
+        package = crypto.open_sealed(sealed, key=key, aad=case.track_id)
+        domain.check_disclosure(categories=list(case.disclosed_categories), package=package)
+    except (crypto.CannotOpen, domain.InvalidDisclosure) as exc:
+        log.warning(
+            "case %s: the package did not open as disclosed (%s)", case.case_id, type(exc).__name__
+        )
+        return None, DisclosureStatus.UNAVAILABLE
+    return package, DisclosureStatus.DISCLOSED
+
+
+def read_case(
+    session: Session, *, principal: Principal, case: Case, fetch_key: KeyFetcher
+) -> CaseDetailPublic:
     """The case with its disclosure and track work; the read and its categories are audited (F9)."""
-    disclosed = case.disclosure_status == DisclosureStatus.DISCLOSED and case.disclosure is not None
-    package = case.disclosure if disclosed else None
+    package, disclosure_status = _open_disclosure(case, fetch_key=fetch_key)
     order = list(LegalStayOption)
     options = sorted(
         repository.list_options(session, case_id=case.case_id),
@@ -271,6 +318,7 @@ def read_case(session: Session, *, principal: Principal, case: Case) -> CaseDeta
         case,
         update={
             "disclosure": package,
+            "disclosure_status": disclosure_status,
             "options": [OptionPublic.model_validate(o) for o in options] if is_legal_stay else None,
             "return_steps": [ReturnStepPublic.model_validate(s) for s in steps]
             if is_return
@@ -295,6 +343,7 @@ def read_case(session: Session, *, principal: Principal, case: Case) -> CaseDeta
         track_id=case.track_id,
         # F9: which categories of personal data this read showed (codes, never values).
         categories=sorted(package) if package else [],
+        disclosure_status=disclosure_status,
     )
     return detail
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from twoline_referral.calls import RESPONDERS
 from twoline_referral.config import Settings, get_settings
 from twoline_referral.consumers import BINDINGS
 from twoline_referral.routes import router
@@ -32,7 +33,8 @@ SPEC = ServiceSpec(
     title="twoline referral",
     description=(
         "The bridge. Checks consent, routes track tasks to a second-line office queue under a "
-        "track id only, and follows their status back to the NGO."
+        "track id only, with the disclosure package sealed under the consent's key, and follows "
+        "their status back to the NGO."
     ),
     routers=[router],
     migrations=Path(__file__).parent / "migrations",
@@ -40,6 +42,8 @@ SPEC = ServiceSpec(
     publishes={"secondline.referral.": "secondline", "audit.referral.": "firstline"},
     consumers=BINDINGS,
     credentials=credentials,
+    # Zone B asks for a routed package's data key on the second-line link (F4).
+    responders=RESPONDERS,
     tags=[{"name": "referrals", "description": "Consent-gated referrals and their track status."}],
 )
 

@@ -1,8 +1,9 @@
 """The bridge's one synchronous call into zone A: intake's disclosure package (`svc.intake.disclosure`).
 
 The service layer gets a plain callable (`Fetcher`) and stays free of NATS; this module makes one
-from the running service's `firstline` link. The package lives only in memory and in the routed
-event: it is never stored in a bridge table, logged or audited (F2, F8).
+from the running service's `firstline` link. The package lives only in memory until it is sealed
+into the routed event: its plaintext is never stored in a bridge table or the outbox, logged or
+audited (F2, F4, F8).
 """
 
 import concurrent.futures

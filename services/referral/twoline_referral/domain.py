@@ -127,6 +127,49 @@ def package_for(
     return {c: dict(disclosed[c]) for c in disclosed_categories(consented) if c in disclosed}
 
 
+# ---------------------------------------------------------------- data keys (F4)
+
+
+class DataKeyFacts(Protocol):
+    key_id: str
+    consent_id: str
+    key_bytes: bytes | None
+    destroyed_at: datetime | None
+
+
+class KeyDecision(StrEnum):
+    """What the bridge answers when zone B asks for the key of a track's package."""
+
+    RELEASE = "release"
+    # An unknown track or key, or a key that is not the one the track was routed under.
+    UNKNOWN = "unknown"
+    # The consent the track went under is withdrawn (or no longer active): the key is gone.
+    WITHDRAWN = "withdrawn"
+
+
+def judge_key_request(
+    *,
+    track_consent_id: str | None,
+    key: DataKeyFacts | None,
+    consent: ConsentFacts | None,
+    now: datetime,
+) -> KeyDecision:
+    """Release a data key only for a track routed under its consent, while that consent is
+    active and current and the key is not destroyed (F4: withdrawal makes the package
+    unreadable; an expired consent is inactive too, FHIR Consent)."""
+    if track_consent_id is None or key is None or key.consent_id != track_consent_id:
+        return KeyDecision.UNKNOWN
+    if (
+        key.key_bytes is None
+        or key.destroyed_at is not None
+        or consent is None
+        or consent.status != ConsentStatus.ACTIVE
+        or (consent.valid_until is not None and as_utc(consent.valid_until) <= as_utc(now))
+    ):
+        return KeyDecision.WITHDRAWN
+    return KeyDecision.RELEASE
+
+
 # ---------------------------------------------------------------- routing
 
 

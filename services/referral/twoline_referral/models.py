@@ -83,6 +83,25 @@ class ConsentView(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
+class DataKey(SQLModel, table=True):
+    """The data key of one consent: every package routed under the consent is sealed with it.
+
+    F4: withdrawing the consent destroys the key (`key_bytes` NULL, `destroyed_at` set), which
+    makes every copy of those packages unreadable. `key_id` is random, never the consent id:
+    zone B sees the key id and must not learn consent ids. The key never leaves the bridge except
+    in the reply of `svc.referral.disclosure-key`, and never in an event, audit record or log.
+    """
+
+    __tablename__ = "referral_data_key"
+
+    key_id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=64)
+    consent_id: str = Field(unique=True, max_length=64)
+    # repr=False: a log line or traceback that shows the row never shows the key.
+    key_bytes: bytes | None = Field(default=None, sa_type=sa.LargeBinary, repr=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    destroyed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
 # ---------------------------------------------------------------- referrals
 
 
@@ -286,6 +305,16 @@ class TrackStatusChanged(_Payload):
         if (self.outcome is not None) != (self.status == TaskStatus.COMPLETED):
             raise ValueError("an outcome comes with `completed`, and only with it")
         return self
+
+
+class DisclosureKeyRequest(SQLModel):
+    """The request of `svc.referral.disclosure-key`: the key a routed track's package is sealed
+    under, asked for by zone B with the ids it holds."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    track_id: uuid.UUID
+    key_id: str = Field(min_length=1, max_length=64)
 
 
 class DisclosedPackage(_Payload):

@@ -5,16 +5,19 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import func, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
 from twoline_referral.models import (
     ConsentView,
+    DataKey,
     KnownClient,
     Referral,
     ReferralTrack,
     TrackStatusEntry,
 )
 from twoline_shared.codes import ConsentStatus
+from twoline_shared.db import utcnow
 
 
 def get_known_client(session: Session, *, client_ref: str) -> KnownClient | None:
@@ -45,6 +48,27 @@ def consents_by_id(session: Session, *, consent_ids: Iterable[str]) -> dict[str,
         return {}
     rows = session.exec(select(ConsentView).where(ConsentView.consent_id.in_(ids))).all()  # type: ignore[attr-defined]
     return {row.consent_id: row for row in rows}
+
+
+def lock_consents(session: Session, *, consent_ids: Iterable[str]) -> list[ConsentView]:
+    """The consents, re-read and locked until the transaction ends (Postgres `FOR UPDATE`).
+
+    A referral holds the consents it goes under while it routes, so a withdrawal being applied
+    meanwhile either comes first (and the referral sees it) or waits and then finds the new
+    tracks to cancel (F0, F4). SQLite has one writer at a time and needs no lock.
+    """
+    ids = sorted(set(consent_ids))
+    if not ids:
+        return []
+    return list(
+        session.exec(
+            select(ConsentView)
+            .where(ConsentView.consent_id.in_(ids))  # type: ignore[attr-defined]
+            .order_by(ConsentView.consent_id)  # one lock order for every referral: no deadlock
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+    )
 
 
 def save(
@@ -136,3 +160,52 @@ def move_track(
     )
     session.flush()
     return True
+
+
+# ---------------------------------------------------------------- data keys (F4)
+
+
+def get_data_key(session: Session, *, key_id: str) -> DataKey | None:
+    return session.get(DataKey, key_id)
+
+
+def data_key_of(session: Session, *, consent_id: str) -> DataKey | None:
+    return session.exec(select(DataKey).where(DataKey.consent_id == consent_id)).first()
+
+
+def ensure_data_key(session: Session, *, consent_id: str, key_id: str, key: bytes) -> DataKey:
+    """The consent's data key; `key` under `key_id` becomes it if the consent has none yet.
+
+    `INSERT ... ON CONFLICT DO NOTHING` on the unique consent_id: of two referrals creating the
+    first key of one consent at once, both end up with the same key.
+    """
+    existing = data_key_of(session, consent_id=consent_id)
+    if existing is not None:
+        return existing
+    dialect = session.connection().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.exec(  # type: ignore[call-overload]
+        insert(DataKey)
+        .values(key_id=key_id, consent_id=consent_id, key_bytes=key, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["consent_id"])
+    )
+    created = data_key_of(session, consent_id=consent_id)
+    if created is None:  # pragma: no cover - the insert or a concurrent one made it
+        raise RuntimeError("the data key was neither created nor found")
+    return created
+
+
+def destroy_data_key(session: Session, *, consent_id: str, at: datetime) -> DataKey | None:
+    """Crypto-shredding: drop the consent's key bytes (F4); the key row if this destroyed it."""
+    result = session.exec(  # type: ignore[call-overload]
+        update(DataKey)
+        .where(DataKey.consent_id == consent_id, DataKey.destroyed_at.is_(None))  # type: ignore[union-attr]
+        .values(key_bytes=None, destroyed_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    destroyed = data_key_of(session, consent_id=consent_id)
+    if destroyed is not None:
+        session.refresh(destroyed)
+    return destroyed

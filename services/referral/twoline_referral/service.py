@@ -1,5 +1,5 @@
-"""Referral use cases: fold zone-A facts into projections, check consent, disclose, route, follow
-status, cancel."""
+"""Referral use cases: fold zone-A facts into projections, check consent, disclose (sealed),
+route, follow status, cancel, and release or destroy the data keys of the packages."""
 
 import logging
 import uuid
@@ -17,6 +17,7 @@ from twoline_referral.models import (
     ConsentGranted,
     ConsentView,
     ConsentWithdrawn,
+    DisclosureKeyRequest,
     KnownClient,
     Referral,
     ReferralCancel,
@@ -28,6 +29,7 @@ from twoline_referral.models import (
     TrackStatusChanged,
     TrackStatusEntry,
 )
+from twoline_shared import crypto
 from twoline_shared.audit import record_audit
 from twoline_shared.auth import Agency, Principal
 from twoline_shared.codes import StatusReason, TaskStatus
@@ -42,6 +44,8 @@ SERVICE = "referral"
 SOURCE = "twoline/referral"
 TRACK_ROUTED = "secondline.referral.track.routed"
 TRACK_CANCELLED = "secondline.referral.track.cancelled"
+# The Conflict slug of a key request for a withdrawn consent (docs/events.md, Calls).
+DISCLOSURE_WITHDRAWN = "disclosure-withdrawn"
 
 
 # ---------------------------------------------------------------- projections (consumers)
@@ -88,9 +92,11 @@ def record_consent_withdrawn(session: Session, *, data: ConsentWithdrawn) -> Non
     """Project a withdrawal, also when it overtakes its grant (F4: withdrawal always wins), and
     cancel what went under it.
 
-    F4: every open track under the consent is cancelled with `consent_withdrawn`, and every track
-    under it, open or not, gets a `track.cancelled` event so that zone B purges the disclosure.
-    A withdrawal of a consent already withdrawn changes nothing and emits nothing.
+    F4: the consent's data key is destroyed in this same transaction (crypto-shredding: every
+    copy of every package sealed under it becomes unreadable); every open track under the
+    consent is cancelled with `consent_withdrawn`, and every track under it, open or not, gets a
+    `track.cancelled` event so that zone B deletes its sealed copy too. A withdrawal of a consent
+    already withdrawn emits nothing again.
     """
     consent = repository.get_consent(session, consent_id=data.consent_id)
     already_withdrawn = consent is not None and consent.withdrawn_at is not None
@@ -105,9 +111,12 @@ def record_consent_withdrawn(session: Session, *, data: ConsentWithdrawn) -> Non
     consent.withdrawn_at = consent.withdrawn_at or data.withdrawn_at or utcnow()
     consent.updated_at = utcnow()
     repository.save(session, consent)
+    now = utcnow()
+    # Before the early return: a key made by a referral racing an earlier copy of this
+    # withdrawal is destroyed by the redelivery.
+    _destroy_data_key(session, consent=consent, at=now)
     if already_withdrawn:
         return
-    now = utcnow()
     reason = StatusReason.CONSENT_WITHDRAWN.value
     for track in repository.tracks_under_consent(session, consent_id=consent.consent_id):
         previous = track.status
@@ -130,6 +139,24 @@ def record_consent_withdrawn(session: Session, *, data: ConsentWithdrawn) -> Non
             reason=reason,
             purge_requested=True,
         )
+
+
+def _destroy_data_key(session: Session, *, consent: ConsentView, at: datetime) -> None:
+    destroyed = repository.destroy_data_key(session, consent_id=consent.consent_id, at=at)
+    if destroyed is None:
+        return
+    record_audit(
+        session,
+        service=SERVICE,
+        action="destroy",
+        actor=None,
+        resource_type="disclosure-key",
+        resource_id=destroyed.key_id,
+        key_id=destroyed.key_id,
+        consent_id=consent.consent_id,
+        agency=consent.recipient,
+        reason=StatusReason.CONSENT_WITHDRAWN.value,
+    )
 
 
 def record_track_status(session: Session, *, verb: str, data: TrackStatusChanged) -> None:
@@ -278,7 +305,7 @@ def create_referral(
     union = domain.union_of_categories(chosen.values())
     disclosed = fetch_disclosure(body.client_ref, org, union) if union else {}
     categories = {a: domain.disclosed_categories(chosen[a].categories) for a in agencies}
-    # In memory only: the packages leave in the routed events and are never stored in a table.
+    # In memory only: the packages leave sealed in the routed events, never stored in plaintext.
     packages = {a: domain.package_for(categories[a], disclosed) for a in agencies}
 
     now = utcnow()
@@ -326,11 +353,19 @@ def create_referral(
             raise
         return _view(session, _replay(existing, fingerprint)), False
 
+    # After the referral's own insert, so that a racing replay is answered before anything is
+    # locked or any key made; a refusal here rolls the insert back with the rest.
+    _lock_and_check_again(session, chosen=chosen, org=org, client_ref=body.client_ref, now=now)
+    keys = {agency: _data_key(session, consent=chosen[agency]) for agency in agencies}
     for track in referral.tracks:
         agency = Agency(track.agency)
         consent = chosen[agency]
-        # F5: zone B gets the track id, codes, the office and the package, never referral_id,
-        # client_ref or note.
+        key_id, key = keys[agency]
+        # F2, F4: the package travels sealed under its consent's key and bound to this track;
+        # the plaintext is in no event, outbox row or table.
+        sealed = crypto.seal(packages[agency], key=key, aad=str(track.track_id))
+        # F5: zone B gets the track id, codes, the office and the sealed package, never
+        # referral_id, client_ref, note or consent_id.
         add_event(
             session,
             new_event(
@@ -344,7 +379,12 @@ def create_referral(
                 urgency=referral.urgency,
                 routed_at=now.isoformat(),
                 purposes=sorted(consent.purposes),
-                disclosure={"categories": categories[agency], "package": packages[agency]},
+                disclosure={
+                    "categories": categories[agency],
+                    "key_id": key_id,
+                    "nonce": sealed.nonce,
+                    "ciphertext": sealed.ciphertext,
+                },
             ),
         )
         # F2: every disclosure is an audit record: to whom, under which consent, which categories.
@@ -360,6 +400,7 @@ def create_referral(
             agency=track.agency,
             office=track.office,
             consent_id=consent.consent_id,
+            key_id=key_id,
             categories=categories[agency],
             purpose="referral",
         )
@@ -380,6 +421,50 @@ def create_referral(
         purpose="referral",
     )
     return _view(session, referral), True
+
+
+def _lock_and_check_again(
+    session: Session,
+    *,
+    chosen: Mapping[Agency, ConsentView],
+    org: str,
+    client_ref: str,
+    now: datetime,
+) -> None:
+    """Hold the chosen consents until commit and check them again (F0, F4).
+
+    A withdrawal applied while this referral was being built (intake was being asked) either
+    came first, and the referral is refused, or waits for this commit and then cancels the new
+    tracks and destroys the key.
+    """
+    repository.lock_consents(session, consent_ids=[c.consent_id for c in chosen.values()])
+    gone = [
+        agency
+        for agency, consent in chosen.items()
+        if not domain.consent_permits_referral(
+            consent, org=org, client_ref=client_ref, agency=agency, now=now
+        )
+    ]
+    if gone:
+        raise Invalid(
+            "The client has no active consent to refer to: "
+            + ", ".join(a.value for a in gone)
+            + ".",
+            slug="consent-missing",
+            missing_consent=[a.value for a in gone],
+        )
+
+
+def _data_key(session: Session, *, consent: ConsentView) -> tuple[str, bytes]:
+    """The consent's data key (id, bytes), made at its first referral (the consent is locked
+    and active)."""
+    key = repository.ensure_data_key(
+        session, consent_id=consent.consent_id, key_id=str(uuid.uuid4()), key=crypto.new_data_key()
+    )
+    if key.key_bytes is None:
+        # Only a withdrawn consent's key is destroyed, and this one was just checked as active.
+        raise Conflict("The consent's key was destroyed meanwhile.", slug="consent-withdrawn")
+    return key.key_id, key.key_bytes
 
 
 def _replay(existing: Referral, fingerprint: str) -> Referral:
@@ -530,4 +615,64 @@ def _track_view(track: ReferralTrack, *, feedback: bool) -> TrackPublic:
         status_changed_at=track.status_changed_at,
         feedback=feedback,
         **(shown if feedback else {}),
+    )
+
+
+# ---------------------------------------------------------------- the key call (F4)
+
+
+def release_data_key(session: Session, *, request: DisclosureKeyRequest) -> dict[str, str]:
+    """The data key a routed track's package is sealed under, for zone B to open it in memory.
+
+    404 for an unknown track or key, or a key the track was not routed under; 409
+    `disclosure-withdrawn` once the track's consent is withdrawn (its key destroyed, F4).
+    Every release is an audit record (ids only): a witness, outside zone B, of each read (F9).
+    """
+    track = repository.get_track(session, track_id=request.track_id)
+    key = repository.get_data_key(session, key_id=request.key_id)
+    consent = repository.get_consent(session, consent_id=track.consent_id) if track else None
+    decision = domain.judge_key_request(
+        track_consent_id=track.consent_id if track else None,
+        key=key,
+        consent=consent,
+        now=utcnow(),
+    )
+    if decision is domain.KeyDecision.UNKNOWN or track is None or key is None:
+        raise NotFound("No disclosure key for this track.")
+    if decision is domain.KeyDecision.WITHDRAWN or key.key_bytes is None:
+        raise Conflict(
+            "The consent this disclosure went under was withdrawn.", slug=DISCLOSURE_WITHDRAWN
+        )
+    record_audit(
+        session,
+        service=SERVICE,
+        action="release",
+        actor=None,
+        resource_type="disclosure-key",
+        resource_id=key.key_id,
+        key_id=key.key_id,
+        track_id=str(track.track_id),
+        consent_id=track.consent_id,
+        agency=track.agency,
+        office=track.office,
+    )
+    return {"key": crypto.encode_key(key.key_bytes)}
+
+
+def record_key_refusal(
+    session: Session, *, request: DisclosureKeyRequest, status: int, slug: str
+) -> None:
+    """A refused key request is an audit record too (every denied access is): ids and codes."""
+    record_audit(
+        session,
+        service=SERVICE,
+        action="release",
+        actor=None,
+        resource_type="disclosure-key",
+        resource_id=request.key_id,
+        outcome="denied",
+        key_id=request.key_id,
+        track_id=str(request.track_id),
+        status=status,
+        reason=slug,
     )

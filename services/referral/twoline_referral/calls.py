@@ -1,0 +1,37 @@
+"""Calls the bridge answers over NATS request/reply (`twoline_shared.calls`), each a call into
+`service.py`. The broker config lets only case-resolution ask, on the SECONDLINE account, and
+only the bridge's `referral-sl` user answer."""
+
+import contextlib
+from typing import Any
+
+from sqlmodel import Session
+
+from twoline_referral import service
+from twoline_referral.models import DisclosureKeyRequest
+from twoline_shared.calls import Responder
+from twoline_shared.db import session_scope
+from twoline_shared.errors import Conflict, NotFound
+
+DISCLOSURE_KEY = "svc.referral.disclosure-key"
+
+
+def on_disclosure_key(session: Session, payload: dict[str, Any]) -> dict[str, Any]:
+    """The data key of one routed track's package, while its consent is active (F4)."""
+    request = DisclosureKeyRequest.model_validate(payload)
+    try:
+        return service.release_data_key(session, request=request)
+    except (NotFound, Conflict) as refused:
+        # The call's own transaction rolls back with the error: the refusal is recorded in one
+        # of its own, so that zone B asking for a withdrawn key leaves a trace.
+        with contextlib.contextmanager(session_scope)(session.get_bind()) as own:  # type: ignore[arg-type]
+            service.record_key_refusal(
+                own, request=request, status=refused.status, slug=refused.slug
+            )
+        raise
+
+
+# On the second-line link: zone B asks in its own account, never in zone A's.
+RESPONDERS: list[Responder] = [
+    Responder(DISCLOSURE_KEY, on_disclosure_key, connection="secondline")
+]
