@@ -10,60 +10,20 @@ response to the authorised caseworker. After withdrawal, no canary appears in an
 import asyncio
 import logging
 import time
-import uuid
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import MetaData, select
 
+from tests.canaries import FIELDS, client_body, database_text, make_canaries
 from tests.conftest import FEDASIL_BRUSSELS, ICAM_BRUSSELS, NGO_GHENT, eventually
 from tests.e2e.conftest import stream_payloads
 
 pytestmark = pytest.mark.nats
 
 CONSENTED = ["household", "migration_history", "needs"]
-
-# canary -> the category of the field it goes into: every free-text personal field of the intake
-# contract (birth_year, nationality and languages are numbers and codes; they carry no canary).
-FIELDS = {
-    "display_name": "identity",
-    "municipality": "contact",
-    "phone": "contact",
-    "relation": "household",
-    "migration": "migration_history",
-    "need": "needs",
-    "health": "health",
-    "vulnerability": "vulnerabilities",
-    "plans": "intentions",
-    "barriers": "intentions",
-    "case_notes": "case_notes",
-}
-
-
-def make_canaries() -> dict[str, str]:
-    tag = uuid.uuid4().hex[:10]
-    return {field: f"cnry{field.replace('_', '')}{tag}" for field in FIELDS}
-
-
-def client_body(c: dict[str, str]) -> dict:
-    return {
-        "display_name": c["display_name"],
-        "birth_year": 1988,
-        "nationality": "GN",
-        "languages": ["fr"],
-        "municipality": c["municipality"],
-        "phone": c["phone"],
-        "household": [{"relation": c["relation"], "birth_year": 2015}],
-        "migration_history": {"dublin": c["migration"], "years_in_country": 4},
-        "needs": [c["need"]],
-        "health": {"condition": c["health"]},
-        "vulnerabilities": [c["vulnerability"]],
-        "intentions": {"plans": c["plans"], "barriers": [c["barriers"]]},
-        "case_notes": c["case_notes"],
-    }
 
 
 def consented(c: dict[str, str]) -> dict[str, str]:
@@ -73,18 +33,6 @@ def consented(c: dict[str, str]) -> dict[str, str]:
 def not_consented(c: dict[str, str]) -> dict[str, str]:
     allowed = consented(c)
     return {f: v for f, v in c.items() if f not in allowed}
-
-
-def database_text(engine) -> str:
-    """Every row of every table, every column, as text."""
-    metadata = MetaData()
-    metadata.reflect(engine)
-    parts: list[str] = []
-    with engine.connect() as connection:
-        for table in metadata.sorted_tables:
-            for row in connection.execute(select(table)):
-                parts.append(repr(tuple(row)))
-    return "\n".join(parts)
 
 
 def span_text(exporter: InMemorySpanExporter) -> str:

@@ -16,12 +16,11 @@ import base64
 import binascii
 import json
 import time
-import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, select
 
+from tests.canaries import as_text, canaries_of, client_body, make_canaries, rows_of
 from tests.conftest import ICAM_BRUSSELS, NGO_GHENT, eventually
 from tests.e2e.conftest import stack, stream_payloads  # noqa: F401  (`stack` is a fixture)
 from twoline.natsserver import credential
@@ -38,65 +37,6 @@ ICAM_CATEGORIES = ["contact", "identity", "migration_history", "needs"]
 FEDASIL_CATEGORIES = ["intentions"]
 KEY_CALL = "svc.referral.disclosure-key"
 WITHDRAWN_WITHIN = 5.0  # seconds (F4: "within seconds")
-
-# canary field -> the category it belongs to: every free-text personal field of intake.
-FIELDS = {
-    "display_name": "identity",
-    "municipality": "contact",
-    "phone": "contact",
-    "relation": "household",
-    "migration": "migration_history",
-    "need": "needs",
-    "health": "health",
-    "vulnerability": "vulnerabilities",
-    "plans": "intentions",
-    "case_notes": "case_notes",
-}
-
-
-def make_canaries() -> dict[str, str]:
-    tag = uuid.uuid4().hex[:10]
-    return {field: f"wdrw{field.replace('_', '')}{tag}" for field in FIELDS}
-
-
-def client_body(c: dict[str, str]) -> dict[str, Any]:
-    return {
-        "display_name": c["display_name"],
-        "birth_year": 1990,
-        "nationality": "GN",
-        "languages": ["fr"],
-        "municipality": c["municipality"],
-        "phone": c["phone"],
-        "household": [{"relation": c["relation"], "birth_year": 2016}],
-        "migration_history": {"route": c["migration"], "years_in_country": 3},
-        "needs": [c["need"]],
-        "health": {"condition": c["health"]},
-        "vulnerabilities": [c["vulnerability"]],
-        "intentions": {"plans": c["plans"]},
-        "case_notes": c["case_notes"],
-    }
-
-
-def canaries_of(c: dict[str, str], categories: list[str]) -> set[str]:
-    return {value for field, value in c.items() if FIELDS[field] in categories}
-
-
-def rows_of(engine: Any) -> list[tuple[str, dict[str, Any]]]:
-    """Every row of every table of a database: (table, {column: value as stored})."""
-    metadata = MetaData()
-    metadata.reflect(engine)
-    rows: list[tuple[str, dict[str, Any]]] = []
-    with engine.connect() as connection:
-        for table in metadata.sorted_tables:
-            for row in connection.execute(select(table)):
-                rows.append((table.name, dict(row._mapping)))
-    return rows
-
-
-def as_text(value: Any) -> str:
-    if isinstance(value, bytes | memoryview):
-        return bytes(value).decode("latin-1")  # every byte, so nothing hides from the scan
-    return str(value)
 
 
 def key_material(engine: Any) -> list[bytes]:
@@ -163,7 +103,7 @@ def test_withdrawal_makes_the_disclosed_data_unreadable_everywhere_in_zone_b(
     )
     ngo = issuer.headers(sub="ngo-cw-1", **NGO_GHENT)
     coach = issuer.headers(sub="coach-1", **ICAM_BRUSSELS)
-    c = make_canaries()
+    c = make_canaries("wdrw")
 
     # ---- register, consent, refer
     created = intake.post("/v1/clients", json=client_body(c), headers=ngo)
