@@ -1,6 +1,7 @@
 """Service runtime: one `create_service_app` for all five services (DB, NATS, relay, consumers)."""
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -103,7 +104,13 @@ class ServiceRuntime:
         future = asyncio.run_coroutine_threadsafe(
             call(self.connections.get(link), subject, payload, wait=timeout), self._loop
         )
-        return future.result(timeout + 1.0)
+        try:
+            return future.result(timeout + 1.0)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()
+            raise Unavailable(
+                f"Nobody answered {subject} in time.", slug="call-unavailable"
+            ) from exc
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
