@@ -2118,6 +2118,7 @@ def test_case_read_shows_the_whole_case_and_no_bridge_identifier(cases, issuer):
         "return_steps",
         "sessions",
         "decisions",
+        "disclosure_requests",
         "created_at",
         "updated_at",
     }
@@ -2680,10 +2681,12 @@ def test_case_read_opens_the_package_with_the_key_the_real_bridge_hands_out(
             BridgeSettings, "referral", nats_sl_password=nats_server.passwords["referral-sl"]
         )
     )
-    bridge_app.dependency_overrides[get_disclosure_fetcher] = lambda: (
-        lambda ref, org, categories: {c: FULL_RECORD[c] for c in categories}
-    )
-    handlers = bridge_consumers.FIRSTLINE_HANDLERS
+
+    def fetch(ref: str, org: str, categories: list[str]) -> dict[str, Any]:
+        return {c: FULL_RECORD[c] for c in categories}
+
+    bridge_app.dependency_overrides[get_disclosure_fetcher] = lambda: fetch
+    handlers = bridge_consumers.bindings(fetch_disclosure=fetch)[0].handlers
 
     def feed_bridge(client: TestClient, event: Event) -> None:
         with contextlib.contextmanager(session_scope)(client.app.state.runtime.engine) as session:
@@ -2773,3 +2776,226 @@ def test_case_read_opens_the_package_with_the_key_the_real_bridge_hands_out(
         case = eventually(cancelled_and_deleted, "the withdrawal's cancel to reach zone B")
         assert (case.status, case.status_reason) == ("cancelled", "consent_withdrawn")
         assert case.sealed_disclosure() is None
+
+
+# ---------------------------------------------------------------- step-up requests (F5)
+
+DISCLOSURE_REQUESTED = "secondline.case.disclosure.requested"
+NEEDS_ONLY = {"categories": ["needs"], "package": {"needs": PACKAGE["needs"]}}
+STEP_UP = {"categories": ["identity"], "reason": "identity_verification"}
+
+
+def ask(
+    client: TestClient, issuer: Any, case_id: Any, body: Any = None, who: dict[str, str] = COACH
+) -> Any:
+    return client.post(
+        f"/v1/cases/{case_id}/disclosure-requests",
+        headers=issuer.headers(**who),
+        json=STEP_UP if body is None else body,
+    )
+
+
+def released(event: Event, request_id: str, disclosure: dict[str, Any], **sealing: Any) -> Event:
+    track_id = event.data["track_id"]
+    return new_event(
+        source="twoline/referral",
+        type="secondline.referral.disclosure.released",
+        subject=track_id,
+        request_id=request_id,
+        track_id=track_id,
+        disclosure=sealed(disclosure, track_id, **sealing),
+        at=datetime.now(UTC).isoformat(),
+    )
+
+
+def refused(event: Event, request_id: str) -> Event:
+    track_id = event.data["track_id"]
+    return new_event(
+        source="twoline/referral",
+        type="secondline.referral.disclosure.refused",
+        subject=track_id,
+        request_id=request_id,
+        track_id=track_id,
+        at=datetime.now(UTC).isoformat(),
+    )
+
+
+def test_performer_asks_for_more_categories_with_a_code_and_the_bridge_hears_it(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted", disclosure=NEEDS_ONLY)
+
+    response = ask(cases, issuer, case_id)
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert set(body) == {
+        "request_id",
+        "categories",
+        "reason",
+        "status",
+        "requested_at",
+        "decided_at",
+    }
+    assert (body["categories"], body["reason"], body["status"]) == (
+        ["identity"],
+        "identity_verification",
+        "pending",
+    )
+    [(_, sent)] = outbox(cases, DISCLOSURE_REQUESTED)
+    # F5: the track id only, codes only.
+    assert set(sent.data) == {"request_id", "track_id", "categories", "reason", "at"}
+    assert (sent.data["request_id"], sent.data["track_id"], sent.data["categories"]) == (
+        body["request_id"],
+        event.data["track_id"],
+        ["identity"],
+    )
+    audits = [
+        e.data
+        for _, e in outbox(cases, "audit.")
+        if e.data["resource_type"] == "case-disclosure-request"
+    ]
+    assert [(a["request_id"], a["categories"], a["reason"]) for a in audits] == [
+        (body["request_id"], ["identity"], "identity_verification")
+    ]
+    shown = read(cases, issuer, case_id, COACH)["disclosure_requests"]
+    assert [(r["request_id"], r["status"], r["decided_at"]) for r in shown] == [
+        (body["request_id"], "pending", None)
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"categories": [], "reason": "other"},
+        {"categories": ["identity"]},
+        {"categories": ["identity"], "reason": "because I want to"},
+        {"categories": ["passport"], "reason": "other"},
+        {"categories": ["identity", "identity"], "reason": "other"},
+        {"categories": ["identity"], "reason": "other", "note": "free text"},
+    ],
+)
+def test_a_malformed_disclosure_request_is_422(cases, issuer, body):
+    event, case_id = case_in(cases, issuer, "accepted", disclosure=NEEDS_ONLY)
+    before = snapshot(cases, event)
+    assert_problem(ask(cases, issuer, case_id, body), 422, "validation")
+    assert snapshot(cases, event) == before
+
+
+def test_asking_for_an_already_disclosed_category_is_422(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted", disclosure=NEEDS_ONLY)
+    before = snapshot(cases, event)
+    response = ask(cases, issuer, case_id, {"categories": ["identity", "needs"], "reason": "other"})
+    assert_problem(response, 422, "category-already-disclosed")
+    assert snapshot(cases, event) == before
+
+
+def test_one_pending_request_per_case_and_only_on_an_active_track(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted", disclosure=NEEDS_ONLY)
+    assert ask(cases, issuer, case_id).status_code == 201
+    before = snapshot(cases, event)
+    assert_problem(
+        ask(cases, issuer, case_id, {"categories": ["health"], "reason": "medical_assessment"}),
+        409,
+        "disclosure-request-pending",
+    )
+    assert snapshot(cases, event) == before
+    for status in ("requested", "completed", "cancelled"):
+        _, other_id = case_in(cases, issuer, status, disclosure=NEEDS_ONLY)
+        assert_problem(ask(cases, issuer, other_id), 409, "track-not-active")
+    assert len(outbox(cases, DISCLOSURE_REQUESTED)) == 1
+
+
+def test_only_the_tracks_performer_of_the_office_may_ask(cases, issuer):
+    _, case_id = case_in(cases, issuer, "accepted", disclosure=NEEDS_ONLY)
+    assert_problem(ask(cases, issuer, case_id, who=COUNSELLOR), 404, "not-found")
+    assert_problem(ask(cases, issuer, case_id, who=ICAM_ANTWERP), 404, "not-found")
+    assert outbox(cases, DISCLOSURE_REQUESTED) == []
+
+
+def test_refusal_reaches_the_case_worker(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted", disclosure=NEEDS_ONLY)
+    request_id = ask(cases, issuer, case_id).json()["request_id"]
+
+    feed(cases, refused(event, request_id), refused(event, request_id))
+
+    body = read(cases, issuer, case_id, COACH)
+    [shown] = body["disclosure_requests"]
+    assert shown["status"] == "refused" and shown["decided_at"] is not None
+    assert body["disclosed_categories"] == ["needs"]
+    # A refused request no longer blocks a new one.
+    assert (
+        ask(cases, issuer, case_id, {"categories": ["health"], "reason": "other"}).status_code
+        == 201
+    )
+
+
+def test_release_replaces_the_sealed_package_and_the_case_worker_reads_the_new_category(
+    cases, issuer
+):
+    event, case_id = case_in(cases, issuer, "accepted", disclosure=NEEDS_ONLY)
+    request_id = ask(cases, issuer, case_id).json()["request_id"]
+    assert read(cases, issuer, case_id, COACH)["disclosure"] == {"needs": PACKAGE["needs"]}
+    new_key_id, new_key = "7d0c8a6e-1111-4222-8333-944455556666", new_data_key()
+    cases.bridge.keys[new_key_id] = new_key
+    wider = {
+        "categories": ["identity", "needs"],
+        "package": {"identity": PACKAGE["identity"], "needs": PACKAGE["needs"]},
+    }
+
+    feed(cases, released(event, request_id, wider, key=new_key, key_id=new_key_id))
+
+    body = read(cases, issuer, case_id, COACH)
+    assert body["disclosed_categories"] == ["identity", "needs"]
+    assert body["disclosure"] == wider["package"]
+    assert [r["status"] for r in body["disclosure_requests"]] == ["released"]
+    # Stored sealed under the new key only: no plaintext in any table.
+    assert sealed_columns(cases, event)[0] == new_key_id
+    assert PACKAGE_CANARY not in raw_rows(cases)
+    # A redelivery changes nothing; a withdrawal under the new consent purges it as before.
+    feed(cases, released(event, request_id, NEEDS_ONLY, key=new_key, key_id=new_key_id))
+    assert case_of(cases, event).disclosed_categories == ["identity", "needs"]
+    feed(cases, cancelled(event, reason="consent_withdrawn"))
+    after = read(cases, issuer, case_id, COACH)
+    assert (after["disclosure"], after["disclosure_status"]) == (None, "withdrawn")
+    assert sealed_columns(cases, event) == (None, None, None)
+
+
+def test_a_release_after_a_withdrawal_never_brings_the_package_back(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted", disclosure=NEEDS_ONLY)
+    request_id = ask(cases, issuer, case_id).json()["request_id"]
+    feed(cases, cancelled(event, reason="consent_withdrawn"))
+
+    feed(cases, released(event, request_id, DISCLOSURE))
+
+    assert sealed_columns(cases, event) == (None, None, None)
+    assert case_of(cases, event).disclosure_status == "withdrawn"
+
+
+def test_a_decision_for_another_cases_request_changes_nothing(cases, issuer):
+    _, case_id = case_in(cases, issuer, "accepted", disclosure=NEEDS_ONLY)
+    other, _ = case_in(cases, issuer, "accepted", disclosure=NEEDS_ONLY)
+    request_id = ask(cases, issuer, case_id).json()["request_id"]
+
+    feed(cases, refused(other, request_id), released(other, request_id, DISCLOSURE))
+
+    assert [r["status"] for r in read(cases, issuer, case_id, COACH)["disclosure_requests"]] == [
+        "pending"
+    ]
+    assert case_of(cases, other).disclosed_categories == ["needs"]
+
+
+def test_a_released_event_with_a_plaintext_package_breaks_the_contract(cases, issuer):
+    event, case_id = case_in(cases, issuer, "accepted", disclosure=NEEDS_ONLY)
+    request_id = ask(cases, issuer, case_id).json()["request_id"]
+    bad = released(event, request_id, DISCLOSURE)
+    bad.data["disclosure"]["package"] = PACKAGE
+    with pytest.raises(ValidationError):
+        feed(cases, bad)
+    assert case_of(cases, event).disclosed_categories == ["needs"]
+
+
+def test_step_up_rule_asks_only_for_new_categories_one_request_at_a_time():
+    domain.check_step_up(requested=["identity"], disclosed=["needs"], pending=False)
+    with pytest.raises(domain.CategoryAlreadyDisclosed):
+        domain.check_step_up(requested=["identity", "needs"], disclosed=["needs"], pending=False)
+    with pytest.raises(domain.DisclosureRequestPending):
+        domain.check_step_up(requested=["identity"], disclosed=["needs"], pending=True)

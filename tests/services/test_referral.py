@@ -31,11 +31,12 @@ from twoline_referral import domain, repository, service
 from twoline_referral.app import create_app
 from twoline_referral.calls import DISCLOSURE_KEY, on_disclosure_key
 from twoline_referral.config import DEMO_OFFICES, Office, Settings
-from twoline_referral.consumers import BINDINGS
+from twoline_referral.consumers import bindings
 from twoline_referral.disclosure import checked
 from twoline_referral.models import (
     ConsentView,
     DataKey,
+    DisclosureRequest,
     KnownClient,
     Referral,
     ReferralCreate,
@@ -236,8 +237,12 @@ def referral(
         yield client
 
 
-def handler_for(event_type: str) -> Any:
-    for binding in BINDINGS:
+def _no_intake(client_ref: str, org: str, categories: list[str]) -> dict[str, dict]:
+    raise AssertionError("intake was asked")
+
+
+def handler_for(event_type: str, fetch: Any = _no_intake) -> Any:
+    for binding in bindings(fetch_disclosure=fetch):
         handler = binding.handler_for(event_type)
         if handler is not None:
             return handler
@@ -245,10 +250,12 @@ def handler_for(event_type: str) -> Any:
 
 
 def feed(client: TestClient, *events: Event) -> None:
-    """Apply events through the consumer handlers, each in its own committed transaction."""
+    """Apply events through the consumer handlers, each in its own committed transaction
+    (intake's answer to a step-up release comes from the client's `fake_intake`, if any)."""
+    fetch = getattr(client, "fake_intake", None)
     for event in events:
         with Session(client.app.state.runtime.engine) as session:
-            handler_for(event.type)(session, event)
+            handler_for(event.type, fetch.fetch if fetch else _no_intake)(session, event)
             session.commit()
 
 
@@ -2111,3 +2118,250 @@ def test_only_case_resolution_may_ask_for_a_key_and_only_while_the_consent_is_ac
         assert raised.value.slug == "disclosure-withdrawn"
         fedasil_good = {"track_id": fedasil["track_id"], "key_id": fedasil["disclosure"]["key_id"]}
         assert asyncio.run(ask("case-resolution", fedasil_good))["key"]
+
+
+# ---------------------------------------------------------------- step-up requests (F5)
+
+REQUESTED = "secondline.case.disclosure.requested"
+RELEASED = "secondline.referral.disclosure.released"
+REFUSED = "secondline.referral.disclosure.refused"
+
+
+def disclosure_requested(
+    track_id: str,
+    categories: tuple[str, ...] = ("identity",),
+    reason: str = "identity_verification",
+) -> Event:
+    request_id = str(uuid.uuid4())
+    return new_event(
+        source="twoline/case-resolution",
+        type=REQUESTED,
+        subject=track_id,
+        request_id=request_id,
+        track_id=track_id,
+        categories=list(categories),
+        reason=reason,
+        at=datetime.now(UTC).isoformat(),
+    )
+
+
+def stepped_up(
+    client: TestClient, issuer: Any, *, org: str = "ngo-ghent", categories=("identity",)
+) -> tuple[str, dict[str, Event], dict[str, Any], Event]:
+    """A client referred to ICAM with `needs` only, and ICAM's request for more."""
+    client_ref, grants = new_client(client, org=org, recipients=(IO,), categories={IO: ("needs",)})
+    who = NGO_GHENT if org == "ngo-ghent" else NGO_ANTWERP
+    response = post_referral(client, issuer, client_ref, tracks=["legal_stay"], who=who)
+    assert response.status_code == 201, response.text
+    [track] = response.json()["tracks"]
+    asked = disclosure_requested(track["track_id"], categories)
+    feed(client, asked)
+    return client_ref, grants, track, asked
+
+
+def pending(client: TestClient, issuer: Any, who: dict[str, str] = NGO_GHENT, **params: Any) -> Any:
+    return client.get(
+        "/v1/disclosure-requests", headers=issuer.headers(**who), params=params or None
+    )
+
+
+def refuse(client: TestClient, issuer: Any, request_id: str, who=NGO_GHENT, body=None) -> Any:
+    return client.post(
+        f"/v1/disclosure-requests/{request_id}/refuse",
+        headers=issuer.headers(**who),
+        json={} if body is None else body,
+    )
+
+
+def test_the_ngo_sees_zone_bs_pending_requests_for_its_own_clients_only(referral, issuer):
+    client_ref, _, _, asked = stepped_up(referral, issuer)
+    _, _, _, other = stepped_up(referral, issuer, org="ngo-antwerp")
+    feed(referral, asked)  # a redelivery keeps one request
+
+    response = pending(referral, issuer, status="pending")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["count"] == 1
+    [row] = body["data"]
+    assert row == {
+        "request_id": asked.data["request_id"],
+        "referral_id": row["referral_id"],
+        "client_ref": client_ref,
+        "agency": IO,
+        "track": "legal_stay",
+        "categories": ["identity"],
+        "reason": "identity_verification",
+        "status": "pending",
+        "created_at": row["created_at"],
+        "decided_at": None,
+    }
+    antwerp = pending(referral, issuer, NGO_ANTWERP).json()
+    assert [r["request_id"] for r in antwerp["data"]] == [other.data["request_id"]]
+    assert pending(referral, issuer, status="refused").json() == {"data": [], "count": 0}
+    assert_problem(pending(referral, issuer, status="maybe"), 422)
+    audits = [e.data for _, e in outbox(referral, "audit.referral.disclosure-request")]
+    assert {a["action"] for a in audits} == {"create", "search"}
+    assert all(PKG not in json.dumps(a) for a in audits)
+
+
+def test_a_request_for_an_unknown_track_or_breaking_its_contract_changes_nothing(referral):
+    feed(referral, disclosure_requested(str(uuid.uuid4())))
+    assert count(referral, DisclosureRequest) == 0
+    with pytest.raises(PERMANENT):
+        feed(referral, disclosure_requested(str(uuid.uuid4()), reason="Free text!"))
+    with pytest.raises(PERMANENT):
+        feed(referral, disclosure_requested(str(uuid.uuid4()), categories=()))
+
+
+def test_the_ngo_refuses_and_zone_b_hears_it_by_track_id(referral, issuer):
+    _, _, track, asked = stepped_up(referral, issuer)
+    request_id = asked.data["request_id"]
+
+    assert_problem(refuse(referral, issuer, request_id, NGO_ANTWERP), 404)
+    assert_problem(refuse(referral, issuer, request_id, body={"reason": "free text"}), 422)
+    response = refuse(referral, issuer, request_id, body={"reason": "client_declined"})
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["decided_at"] is not None) == (
+        "refused",
+        True,
+    )
+    [(_, sent)] = outbox(referral, REFUSED)
+    assert sent.data == {
+        "request_id": request_id,
+        "track_id": track["track_id"],
+        "at": sent.data["at"],
+    }
+    assert_problem(refuse(referral, issuer, request_id), 409, "disclosure-request-decided")
+    assert [r["status"] for r in pending(referral, issuer).json()["data"]] == ["refused"]
+    # A refused request is never released by a later consent.
+    client_ref = pending(referral, issuer).json()["data"][0]["client_ref"]
+    feed(referral, consent_granted(client_ref, IO, categories=("identity", "needs")))
+    assert outbox(referral, RELEASED) == []
+
+
+def test_a_new_consent_covering_the_request_releases_an_updated_sealed_package(referral, issuer):
+    client_ref, grants, track, asked = stepped_up(referral, issuer)
+    referral.fake_intake.calls.clear()
+    wider = consent_granted(client_ref, IO, categories=("identity", "needs"))
+
+    feed(referral, wider)
+
+    # Intake is asked for exactly the new consent's categories.
+    assert referral.fake_intake.calls == [(client_ref, "ngo-ghent", ["identity", "needs"])]
+    [(row, sent)] = outbox(referral, RELEASED)
+    assert set(sent.data) == {"request_id", "track_id", "disclosure", "at"}
+    assert set(sent.data["disclosure"]) == DISCLOSURE_FIELDS
+    assert (sent.data["request_id"], sent.data["track_id"]) == (
+        asked.data["request_id"],
+        track["track_id"],
+    )
+    assert sent.data["disclosure"]["categories"] == ["identity", "needs"]
+    # Sealed under the NEW consent's key, bound to the track; no plaintext in the event.
+    keys = data_keys(referral)
+    assert keys[sent.data["disclosure"]["key_id"]].consent_id == wider.data["consent_id"]
+    assert set(opened(referral, sent.data)) == {"identity", "needs"}
+    assert opened(referral, sent.data)["identity"]["display_name"] == f"{PKG}-display_name"
+    assert PKG.encode() not in row.payload
+    with Session(referral.app.state.runtime.engine) as session:
+        moved = session.get(ReferralTrack, uuid.UUID(track["track_id"]))
+        assert moved is not None and moved.consent_id == wider.data["consent_id"]
+    [shown] = pending(referral, issuer).json()["data"]
+    assert shown["status"] == "released"
+    assert_problem(refuse(referral, issuer, shown["request_id"]), 409, "disclosure-request-decided")
+    disclosed = [
+        e.data
+        for _, e in outbox(referral, "audit.referral.track.disclose")
+        if e.data.get("request_id")
+    ]
+    assert [(d["consent_id"], d["categories"]) for d in disclosed] == [
+        (wider.data["consent_id"], ["identity", "needs"])
+    ]
+
+    # The key a zone-B read now asks for is the new one; the old one no longer opens this track.
+    new_key_id = sent.data["disclosure"]["key_id"]
+    assert "key" in ask_key(referral, track_id=track["track_id"], key_id=new_key_id)
+    [(_, routed_event)] = outbox(referral, ROUTED)
+    with pytest.raises(NotFound):
+        ask_key(
+            referral, track_id=track["track_id"], key_id=routed_event.data["disclosure"]["key_id"]
+        )
+
+    # Withdrawing the new consent shreds its key and cancels the track, as for any consent (F4).
+    feed(referral, consent_withdrawn(wider))
+    assert data_keys(referral)[sent.data["disclosure"]["key_id"]].key_bytes is None
+    with pytest.raises(AssertionError, match="destroyed"):
+        opened(referral, sent.data)
+    [(_, cancel)] = outbox(referral, CANCELLED)
+    assert (cancel.data["track_id"], cancel.data["reason"]) == (
+        track["track_id"],
+        "consent_withdrawn",
+    )
+    # The old consent's withdrawal no longer reaches the track.
+    feed(referral, consent_withdrawn(grants[IO]))
+    assert len(outbox(referral, CANCELLED)) == 1
+
+
+def test_a_new_consent_that_does_not_cover_every_requested_category_releases_nothing(
+    referral, issuer
+):
+    client_ref, _, _, _ = stepped_up(referral, issuer, categories=("identity", "health"))
+    referral.fake_intake.calls.clear()
+
+    feed(referral, consent_granted(client_ref, IO, categories=("identity", "needs")))
+    feed(referral, consent_granted(client_ref, FEDASIL, categories=ALL_CATEGORIES))
+    feed(
+        referral,
+        consent_granted(
+            client_ref, IO, purposes=("feedback",), categories=("identity", "health", "needs")
+        ),
+    )
+
+    assert referral.fake_intake.calls == []
+    assert outbox(referral, RELEASED) == []
+    assert [r["status"] for r in pending(referral, issuer).json()["data"]] == ["pending"]
+
+
+def test_intake_unreachable_rolls_the_whole_grant_back_for_a_retry(referral, issuer):
+    client_ref, _, _, _ = stepped_up(referral, issuer)
+    referral.fake_intake.error = Unavailable("Intake did not answer in time.")
+    wider = consent_granted(client_ref, IO, categories=("identity", "needs"))
+
+    with pytest.raises(Unavailable):
+        feed(referral, wider)
+
+    assert consent_row(referral, wider.data["consent_id"]) is None
+    assert outbox(referral, RELEASED) == []
+    assert [r["status"] for r in pending(referral, issuer).json()["data"]] == ["pending"]
+    # The redelivery, once intake answers, releases it.
+    referral.fake_intake.error = None
+    feed(referral, wider)
+    assert len(outbox(referral, RELEASED)) == 1
+
+
+def test_only_an_ngo_caseworker_of_an_org_may_see_or_refuse_requests(referral, issuer):
+    _, _, _, asked = stepped_up(referral, issuer)
+    for who in (
+        {"role": "ngo_admin", "org": "ngo-ghent"},
+        {"role": "icam_coach", "agency": IO, "office": "brussels"},
+        {"role": "auditor"},
+    ):
+        assert_problem(pending(referral, issuer, who), 403)
+        assert_problem(refuse(referral, issuer, asked.data["request_id"], who), 403)
+
+
+def test_a_consent_covers_a_request_only_if_it_grants_every_category():
+    def consent(*categories: str) -> ConsentView:
+        return ConsentView(
+            consent_id="CNS-1",
+            client_ref="C-1",
+            org="ngo-ghent",
+            recipient=IO,
+            categories=list(categories),
+        )
+
+    assert domain.consent_covers(["identity"], consent("identity", "needs"))
+    assert not domain.consent_covers(["identity", "health"], consent("identity", "needs"))
+    # `health` is never implied by another category, and unknown codes grant nothing.
+    assert not domain.consent_covers(["health"], consent("identity", "medical"))

@@ -65,6 +65,14 @@ class InvalidDisclosure(Invalid):
     slug, title = "invalid-disclosure", "The disclosure package breaks its contract"
 
 
+class CategoryAlreadyDisclosed(Invalid):
+    slug, title = "category-already-disclosed", "The category is already disclosed"
+
+
+class DisclosureRequestPending(Conflict):
+    slug, title = "disclosure-request-pending", "A disclosure request is already pending"
+
+
 class DisclosureWithdrawn(Conflict):
     """The bridge's answer to a key request once the consent is withdrawn (its key destroyed)."""
 
@@ -175,6 +183,37 @@ def check_disclosure(*, categories: list[str], package: Mapping[str, Any]) -> No
         raise InvalidDisclosure("The package keys are not exactly the disclosed categories.")
     if not all(isinstance(value, dict) for value in package.values()):
         raise InvalidDisclosure("Each category of the package must be an object.")
+
+
+# ---------------------------------------------------------------- step-up requests (F5)
+
+
+class DisclosureRequestReason(StrEnum):
+    """Why a case worker asks the NGO for more categories: a code, never free text (F8)."""
+
+    ASSESS_LEGAL_STAY_OPTION = "assess_legal_stay_option"
+    TRAVEL_DOCUMENTS = "travel_documents"
+    IDENTITY_VERIFICATION = "identity_verification"
+    MEDICAL_ASSESSMENT = "medical_assessment"
+    FAMILY_LINK = "family_link"
+    OTHER = "other"
+
+
+class DisclosureRequestStatus(StrEnum):
+    PENDING = "pending"
+    RELEASED = "released"  # a new consent released an updated package
+    REFUSED = "refused"  # the NGO refused (the person did not consent)
+
+
+def check_step_up(*, requested: Iterable[str], disclosed: Iterable[str], pending: bool) -> None:
+    """A step-up asks only for categories not disclosed yet, one request at a time (F5)."""
+    already = sorted(set(requested) & set(disclosed))
+    if already:
+        raise CategoryAlreadyDisclosed(
+            "Already disclosed: " + ", ".join(already) + ".", categories=already
+        )
+    if pending:
+        raise DisclosureRequestPending("This case already has a pending disclosure request.")
 
 
 # ---------------------------------------------------------------- legal stay: options

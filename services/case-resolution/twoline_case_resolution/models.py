@@ -28,6 +28,8 @@ from sqlmodel import Field, SQLModel
 from twoline_case_resolution.domain import (
     Assessment,
     ClientDecision,
+    DisclosureRequestReason,
+    DisclosureRequestStatus,
     LegalStayOption,
     ReturnStep,
 )
@@ -139,6 +141,24 @@ class CasePendingCancel(SQLModel, table=True):
     reason: StatusReason = Field(primary_key=True, sa_type=sa.String(32))
     agency: Agency = Field(sa_type=sa.String(32))
     at: datetime = Field(sa_type=UtcDateTime)
+
+
+class CaseDisclosureRequest(SQLModel, table=True):
+    """A case worker's request for more categories (step-up, F5): codes only, sent to the NGO
+    through the bridge; only a new consent releases them."""
+
+    __tablename__ = "case_disclosure_requests"
+
+    request_id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    case_id: uuid.UUID = Field(foreign_key="cases.case_id", index=True)
+    categories: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    reason: DisclosureRequestReason = Field(sa_type=sa.String(32))
+    status: DisclosureRequestStatus = Field(
+        default=DisclosureRequestStatus.PENDING, sa_type=sa.String(16)
+    )
+    requested_by: str = Field(max_length=200)
+    requested_at: datetime = Field(sa_type=UtcDateTime)
+    decided_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 # ---------------------------------------------------------------- track work tables
@@ -341,6 +361,22 @@ class DecisionCreate(BaseModel):
         return _not_in_future(value)
 
 
+class DisclosureRequestCreate(BaseModel):
+    """More categories for a case (step-up, F5): codes only, the reason from a closed list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    categories: list[DataCategory] = PydanticField(min_length=1, max_length=len(DataCategory))
+    reason: DisclosureRequestReason
+
+    @field_validator("categories")
+    @classmethod
+    def _no_duplicates(cls, value: list[DataCategory]) -> list[DataCategory]:
+        if len(set(value)) != len(value):
+            raise ValueError("categories must not repeat a category")
+        return value
+
+
 # ---------------------------------------------------------------- responses
 
 
@@ -429,6 +465,15 @@ class DecisionPublic(SQLModel):
     return_step: ReturnStep | None = None
 
 
+class DisclosureRequestPublic(SQLModel):
+    request_id: uuid.UUID
+    categories: list[DataCategory]
+    reason: DisclosureRequestReason
+    status: DisclosureRequestStatus
+    requested_at: datetime
+    decided_at: datetime | None
+
+
 class CaseDetailPublic(CasePublic):
     """A case with its disclosure and track work; reading it is an audited read (F9)."""
 
@@ -442,6 +487,8 @@ class CaseDetailPublic(CasePublic):
     return_steps: list[ReturnStepPublic] | None
     sessions: list[SessionPublic]
     decisions: list[DecisionPublic]
+    # Step-up requests (F5), oldest first: pending, released (by a new consent) or refused.
+    disclosure_requests: list[DisclosureRequestPublic]
 
 
 # ---------------------------------------------------------------- consumed events
@@ -495,4 +542,26 @@ class TrackCancelled(BaseModel):
     agency: Agency
     status: Literal[TaskStatus.CANCELLED]
     reason: StatusReason
+    at: AwareDatetime
+
+
+class DisclosureRefused(BaseModel):
+    """The data of `secondline.referral.disclosure.refused` (docs/events.md)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    request_id: uuid.UUID
+    track_id: str = PydanticField(min_length=1, max_length=64)
+    at: AwareDatetime
+
+
+class DisclosureReleased(BaseModel):
+    """The data of `secondline.referral.disclosure.released`: the updated package, sealed under
+    the new consent's key (docs/events.md)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    request_id: uuid.UUID
+    track_id: str = PydanticField(min_length=1, max_length=64)
+    disclosure: Disclosure
     at: AwareDatetime

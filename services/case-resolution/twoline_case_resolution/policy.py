@@ -24,4 +24,6 @@ POLICY: Policy = {
     ("POST", "/v1/cases/{case_id}/tracks/{track}/steps"): TRACK,
     ("POST", "/v1/cases/{case_id}/sessions"): TRACK,
     ("POST", "/v1/cases/{case_id}/decisions"): TRACK,
+    # F5 step-up: the performer asks the NGO for more; only a new consent releases it.
+    ("POST", "/v1/cases/{case_id}/disclosure-requests"): TRACK,
 }

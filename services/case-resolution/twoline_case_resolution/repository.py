@@ -8,10 +8,11 @@ from sqlalchemy import case as when
 from sqlalchemy import func, null, or_, text, update
 from sqlmodel import Session, col, select
 
-from twoline_case_resolution.domain import ACTIVE, ReturnStep
+from twoline_case_resolution.domain import ACTIVE, DisclosureRequestStatus, ReturnStep
 from twoline_case_resolution.models import (
     Case,
     CaseDecision,
+    CaseDisclosureRequest,
     CaseOption,
     CaseOptionAssessment,
     CasePendingCancel,
@@ -182,6 +183,30 @@ def purge_disclosure(session: Session, *, case: Case, at: datetime) -> bool:
     )
 
 
+def replace_disclosure(
+    session: Session,
+    *,
+    case: Case,
+    categories: list[str],
+    key_id: str,
+    nonce: str,
+    ciphertext: str,
+    at: datetime,
+) -> bool:
+    """Put an updated sealed package in place of the old one (step-up, F5); False if the case's
+    disclosure was withdrawn meanwhile (F4: a withdrawn package never comes back)."""
+    return _update_case(
+        session,
+        case,
+        Case.disclosure_status == DisclosureStatus.DISCLOSED,
+        disclosed_categories=categories,
+        disclosure_key_id=key_id,
+        disclosure_nonce=nonce,
+        disclosure_ciphertext=ciphertext,
+        updated_at=at,
+    )
+
+
 def claim_active(session: Session, *, case: Case, at: datetime) -> bool:
     """Touch the case if its track is still active; False otherwise.
 
@@ -249,5 +274,65 @@ def list_decisions(session: Session, *, case_id: uuid.UUID) -> list[CaseDecision
             select(CaseDecision)
             .where(CaseDecision.case_id == case_id)
             .order_by(col(CaseDecision.date), col(CaseDecision.recorded_at))
+        ).all()
+    )
+
+
+# ---------------------------------------------------------------- step-up requests (F5)
+
+
+def add_disclosure_request(session: Session, *, row: CaseDisclosureRequest) -> None:
+    session.add(row)
+    session.flush()
+
+
+def pending_disclosure_request(
+    session: Session, *, case_id: uuid.UUID
+) -> CaseDisclosureRequest | None:
+    return session.exec(
+        select(CaseDisclosureRequest).where(
+            CaseDisclosureRequest.case_id == case_id,
+            CaseDisclosureRequest.status == DisclosureRequestStatus.PENDING,
+        )
+    ).first()
+
+
+def get_disclosure_request(
+    session: Session, *, request_id: uuid.UUID
+) -> CaseDisclosureRequest | None:
+    return session.get(CaseDisclosureRequest, request_id)
+
+
+def decide_disclosure_request(
+    session: Session,
+    *,
+    row: CaseDisclosureRequest,
+    status: DisclosureRequestStatus,
+    at: datetime,
+) -> bool:
+    """Move a pending request to `status`; False if it was decided already."""
+    result = session.exec(  # type: ignore[call-overload]
+        update(CaseDisclosureRequest)
+        .where(
+            CaseDisclosureRequest.request_id == row.request_id,  # type: ignore[arg-type]
+            CaseDisclosureRequest.status == DisclosureRequestStatus.PENDING,  # type: ignore[arg-type]
+        )
+        .values(status=status, decided_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    session.refresh(row)
+    return True
+
+
+def list_disclosure_requests(
+    session: Session, *, case_id: uuid.UUID
+) -> list[CaseDisclosureRequest]:
+    return list(
+        session.exec(
+            select(CaseDisclosureRequest)
+            .where(CaseDisclosureRequest.case_id == case_id)
+            .order_by(CaseDisclosureRequest.requested_at, CaseDisclosureRequest.request_id)  # type: ignore[arg-type]
         ).all()
     )

@@ -21,6 +21,8 @@ from twoline_case_resolution.models import (
     CompleteTrack,
     DecisionCreate,
     DecisionPublic,
+    DisclosureRequestCreate,
+    DisclosureRequestPublic,
     MoveReturnStep,
     OptionPublic,
     QueueItemPublic,
@@ -187,3 +189,15 @@ def record_decision(
 ):
     """Record the person's own decision on an active track (it is theirs, not the case worker's)."""
     return service.record_decision(session, principal=principal, case=case, body=body)
+
+
+@router.post(
+    "/cases/{case_id}/disclosure-requests",
+    response_model=DisclosureRequestPublic,
+    status_code=status.HTTP_201_CREATED,
+)
+def request_disclosure(
+    body: DisclosureRequestCreate, case: CurrentCase, session: SessionDep, principal: SecondLine
+):
+    """Ask the NGO for more data categories (step-up); only a new consent releases them."""
+    return service.request_disclosure(session, principal=principal, case=case, body=body)

@@ -16,6 +16,7 @@ from twoline_case_resolution.models import (
     Case,
     CaseDecision,
     CaseDetailPublic,
+    CaseDisclosureRequest,
     CaseOption,
     CaseOptionAssessment,
     CasePendingCancel,
@@ -23,6 +24,10 @@ from twoline_case_resolution.models import (
     CaseSession,
     DecisionCreate,
     DecisionPublic,
+    DisclosureRefused,
+    DisclosureReleased,
+    DisclosureRequestCreate,
+    DisclosureRequestPublic,
     DisclosureStatus,
     MoveReturnStep,
     OptionPublic,
@@ -44,6 +49,7 @@ from twoline_shared.outbox import add_event
 
 SERVICE = "case-resolution"
 SOURCE = "twoline/case-resolution"
+DISCLOSURE_REQUESTED = "secondline.case.disclosure.requested"
 
 log = logging.getLogger("twoline.case_resolution")
 
@@ -226,6 +232,134 @@ def _remember_cancel(session: Session, *, cancelled: TrackCancelled) -> None:
     )
 
 
+# ---------------------------------------------------------------- step-up requests (F5)
+
+
+def request_disclosure(
+    session: Session, *, principal: Principal, case: Case, body: DisclosureRequestCreate
+) -> CaseDisclosureRequest:
+    """Ask the NGO, through the bridge, for categories not disclosed yet (F5: step-up).
+
+    Only the track's performer, on an active track, one pending request per case. The request
+    carries codes only; only a new consent from the NGO releases anything (F0).
+    """
+    at = _start_work(session, principal=principal, case=case, track=Track(case.track))
+    categories = sorted(c.value for c in body.categories)
+    # The case row is held by `_start_work` until commit: two requests cannot both be first.
+    domain.check_step_up(
+        requested=categories,
+        disclosed=case.disclosed_categories,
+        pending=repository.pending_disclosure_request(session, case_id=case.case_id) is not None,
+    )
+    row = CaseDisclosureRequest(
+        case_id=case.case_id,
+        categories=categories,
+        reason=body.reason,
+        requested_by=principal.sub,
+        requested_at=at,
+    )
+    repository.add_disclosure_request(session, row=row)
+    # F5: the track id only; the bridge knows whose track it is.
+    add_event(
+        session,
+        new_event(
+            source=SOURCE,
+            type=DISCLOSURE_REQUESTED,
+            subject=case.track_id,
+            request_id=str(row.request_id),
+            track_id=case.track_id,
+            categories=categories,
+            reason=row.reason.value,
+            at=at.isoformat(),
+        ),
+    )
+    _audit_work(
+        session,
+        principal=principal,
+        case=case,
+        action="create",
+        kind="case-disclosure-request",
+        request_id=str(row.request_id),
+        categories=categories,
+        reason=row.reason.value,
+    )
+    return row
+
+
+def _request_of(
+    session: Session, *, request_id: uuid.UUID, track_id: str
+) -> tuple[CaseDisclosureRequest, Case] | None:
+    repository.lock_track(session, track_id=track_id)
+    row = repository.get_disclosure_request(session, request_id=request_id)
+    case = repository.get_case_by_track(session, track_id=track_id)
+    if row is None or case is None or row.case_id != case.case_id:
+        log.warning(
+            "a decision on disclosure request %s of another or no case; ignored", request_id
+        )
+        return None
+    return row, case
+
+
+def record_disclosure_released(session: Session, *, released: DisclosureReleased) -> None:
+    """A new consent released the requested categories: the updated package (sealed under that
+    consent's key) replaces the case's, and the request is released. Applied once."""
+    found = _request_of(session, request_id=released.request_id, track_id=released.track_id)
+    if found is None:
+        return
+    row, case = found
+    sealed = released.disclosure
+    categories = list(sealed.categories)
+    domain.check_categories(categories)
+    at = utcnow()
+    if not repository.decide_disclosure_request(
+        session, row=row, status=domain.DisclosureRequestStatus.RELEASED, at=released.at
+    ):
+        return
+    # F4: after a withdrawal the package stays gone; the request is still marked released.
+    stored = repository.replace_disclosure(
+        session,
+        case=case,
+        categories=categories,
+        key_id=sealed.key_id,
+        nonce=sealed.nonce,
+        ciphertext=sealed.ciphertext,
+        at=at,
+    )
+    record_audit(
+        session,
+        service=SERVICE,
+        action="update",
+        actor=None,
+        resource_type="case-disclosure",
+        resource_id=str(case.case_id),
+        track_id=case.track_id,
+        request_id=str(row.request_id),
+        categories=categories,
+        stored=stored,
+    )
+
+
+def record_disclosure_refused(session: Session, *, refused: DisclosureRefused) -> None:
+    """The NGO refused the request: the case worker sees it refused. Applied once."""
+    found = _request_of(session, request_id=refused.request_id, track_id=refused.track_id)
+    if found is None:
+        return
+    row, case = found
+    if repository.decide_disclosure_request(
+        session, row=row, status=domain.DisclosureRequestStatus.REFUSED, at=refused.at
+    ):
+        record_audit(
+            session,
+            service=SERVICE,
+            action="refuse",
+            actor=None,
+            resource_type="case-disclosure-request",
+            resource_id=str(row.request_id),
+            track_id=case.track_id,
+            request_id=str(row.request_id),
+        )
+
+
 # ---------------------------------------------------------------- reading
 
 
@@ -330,6 +464,10 @@ def read_case(
             "decisions": [
                 DecisionPublic.model_validate(d)
                 for d in repository.list_decisions(session, case_id=case.case_id)
+            ],
+            "disclosure_requests": [
+                DisclosureRequestPublic.model_validate(r)
+                for r in repository.list_disclosure_requests(session, case_id=case.case_id)
             ],
         },
     )

@@ -1,15 +1,18 @@
 """Referral service: the bridge between zone A and zone B, and the only holder of both links."""
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from twoline_referral.calls import RESPONDERS
 from twoline_referral.config import Settings, get_settings
-from twoline_referral.consumers import BINDINGS
-from twoline_referral.routes import router
+from twoline_referral.consumers import bindings
+from twoline_referral.disclosure import intake_fetcher
+from twoline_referral.routes import disclosure_requests, router
 from twoline_shared.broker import NatsCredential
-from twoline_shared.runtime import ServiceSpec, create_service_app
+from twoline_shared.runtime import ServiceRuntime, ServiceSpec, create_service_app
 
 
 def credentials(settings: Settings) -> dict[str, NatsCredential]:
@@ -36,17 +39,38 @@ SPEC = ServiceSpec(
         "track id only, with the disclosure package sealed under the consent's key, and follows "
         "their status back to the NGO."
     ),
-    routers=[router],
+    routers=[router, disclosure_requests],
     migrations=Path(__file__).parent / "migrations",
     # Routed tracks go out on the second-line link; audit records through the first-line import.
     publishes={"secondline.referral.": "secondline", "audit.referral.": "firstline"},
-    consumers=BINDINGS,
+    # Per app (`create_app`): a grant that releases a step-up asks intake over this replica's link.
     credentials=credentials,
     # Zone B asks for a routed package's data key on the second-line link (F4).
     responders=RESPONDERS,
-    tags=[{"name": "referrals", "description": "Consent-gated referrals and their track status."}],
+    tags=[
+        {"name": "referrals", "description": "Consent-gated referrals and their track status."},
+        {
+            "name": "disclosure-requests",
+            "description": "Zone B's requests for more categories (step-up): released only by a "
+            "new consent, or refused.",
+        },
+    ],
 )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SPEC, settings or get_settings())
+    settings = settings or get_settings()
+    # The consumers run in worker threads and ask intake with `ServiceRuntime.call`; the runtime
+    # is made by `create_service_app`, so the fetcher finds it when it is first called.
+    runtime: list[ServiceRuntime] = []
+
+    def fetch_disclosure(
+        client_ref: str, org: str, categories: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        fetch = intake_fetcher(runtime[0], timeout=settings.disclosure_timeout_seconds)
+        return fetch(client_ref, org, categories)
+
+    spec = dataclasses.replace(SPEC, consumers=bindings(fetch_disclosure=fetch_disclosure))
+    app = create_service_app(spec, settings)
+    runtime.append(app.state.runtime)
+    return app

@@ -7,24 +7,36 @@ event raises, and the kernel sets it aside in the dead-letter table.
 from sqlmodel import Session
 
 from twoline_referral import service
+from twoline_referral.disclosure import Fetcher
 from twoline_referral.models import (
     ClientRegistered,
     ConsentGranted,
     ConsentWithdrawn,
+    DisclosureRequested,
     TrackStatusChanged,
 )
 from twoline_shared.events import Event
 from twoline_shared.inbox import ConsumerBinding, Handler
 
 TRACK_STATUS = "secondline.case.track."
+DISCLOSURE_REQUESTED = "secondline.case.disclosure.requested"
 
 
 def on_client_registered(session: Session, event: Event) -> None:
     service.record_client(session, data=ClientRegistered.model_validate(event.data))
 
 
-def on_consent_granted(session: Session, event: Event) -> None:
-    service.record_consent_granted(session, data=ConsentGranted.model_validate(event.data))
+def on_consent_granted(fetch_disclosure: Fetcher) -> Handler:
+    """A grant; one that covers a pending step-up request asks intake and releases it (F5)."""
+
+    def handle(session: Session, event: Event) -> None:
+        service.record_consent_granted(
+            session,
+            data=ConsentGranted.model_validate(event.data),
+            fetch_disclosure=fetch_disclosure,
+        )
+
+    return handle
 
 
 def on_consent_withdrawn(session: Session, event: Event) -> None:
@@ -40,24 +52,28 @@ def on_track_status(session: Session, event: Event) -> None:
     )
 
 
-FIRSTLINE_HANDLERS: dict[str, Handler] = {
-    "firstline.intake.client.registered": on_client_registered,
-    "firstline.consent.consent.granted": on_consent_granted,
-    "firstline.consent.consent.withdrawn": on_consent_withdrawn,
-}
+def on_disclosure_requested(session: Session, event: Event) -> None:
+    """Zone B asks for more categories of a track (F5): kept for the NGO to answer."""
+    service.record_disclosure_request(session, data=DisclosureRequested.model_validate(event.data))
 
-SECONDLINE_HANDLERS: dict[str, Handler] = {
-    TRACK_STATUS + ">": on_track_status,
-}
 
-BINDINGS: list[ConsumerBinding] = [
-    ConsumerBinding(
-        stream="FIRSTLINE", durable="referral", connection="firstline", handlers=FIRSTLINE_HANDLERS
-    ),
-    ConsumerBinding(
-        stream="SECONDLINE",
-        durable="referral",
-        connection="secondline",
-        handlers=SECONDLINE_HANDLERS,
-    ),
-]
+def bindings(*, fetch_disclosure: Fetcher) -> list[ConsumerBinding]:
+    """The bridge's two durable consumers; `fetch_disclosure` asks intake for a step-up release
+    (the running service passes one over its first-line link, tests a stand-in)."""
+    firstline: dict[str, Handler] = {
+        "firstline.intake.client.registered": on_client_registered,
+        "firstline.consent.consent.granted": on_consent_granted(fetch_disclosure),
+        "firstline.consent.consent.withdrawn": on_consent_withdrawn,
+    }
+    secondline: dict[str, Handler] = {
+        TRACK_STATUS + ">": on_track_status,
+        DISCLOSURE_REQUESTED: on_disclosure_requested,
+    }
+    return [
+        ConsumerBinding(
+            stream="FIRSTLINE", durable="referral", connection="firstline", handlers=firstline
+        ),
+        ConsumerBinding(
+            stream="SECONDLINE", durable="referral", connection="secondline", handlers=secondline
+        ),
+    ]

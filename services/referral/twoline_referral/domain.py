@@ -127,6 +127,11 @@ def package_for(
     return {c: dict(disclosed[c]) for c in disclosed_categories(consented) if c in disclosed}
 
 
+def consent_covers(requested: Iterable[str], consent: ConsentFacts) -> bool:
+    """A step-up request is released only by a consent granting every category it asks for."""
+    return set(requested) <= set(disclosed_categories(consent.categories))
+
+
 # ---------------------------------------------------------------- data keys (F4)
 
 

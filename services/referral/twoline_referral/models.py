@@ -4,6 +4,7 @@ The bridge keeps projections of zone-A facts (which client belongs to which org,
 are active) and the referrals themselves. Only `track_id`s and codes ever cross to zone B (F5).
 """
 
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,6 +18,7 @@ from sqlmodel import Field, Relationship, SQLModel
 from twoline_shared.auth import Agency
 from twoline_shared.codes import (
     ConsentStatus,
+    DataCategory,
     Outcome,
     OutcomeCategory,
     StatusReason,
@@ -100,6 +102,78 @@ class DataKey(SQLModel, table=True):
     key_bytes: bytes | None = Field(default=None, sa_type=sa.LargeBinary, repr=False)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     destroyed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+# ---------------------------------------------------------------- step-up requests (F5)
+
+
+class DisclosureRequestStatus(StrEnum):
+    PENDING = "pending"
+    RELEASED = "released"  # a new consent covered every requested category
+    REFUSED = "refused"  # the NGO refused
+
+
+class RefuseReason(StrEnum):
+    """Why the NGO refuses a step-up request (a code: it travels nowhere, and says no more)."""
+
+    CLIENT_DECLINED = "client_declined"
+    CLIENT_UNREACHABLE = "client_unreachable"
+    NOT_NECESSARY = "not_necessary"
+    OTHER = "other"
+
+
+class DisclosureRequest(SQLModel, table=True):
+    """A zone-B request for more categories of one track, waiting for the NGO (F5: step-up).
+
+    Only a new consent covering every requested category releases anything (F0); the NGO may
+    refuse. Codes and ids only.
+    """
+
+    __tablename__ = "referral_disclosure_request"
+    __table_args__ = (sa.Index("ix_referral_disclosure_request_org_status", "org", "status"),)
+
+    # Zone B's id for the request (a UUID as text).
+    request_id: str = Field(primary_key=True, max_length=64)
+    track_id: uuid.UUID = Field(foreign_key="referral_track.track_id", index=True)
+    referral_id: uuid.UUID = Field(foreign_key="referral.referral_id")
+    org: str = Field(max_length=100)
+    client_ref: str = Field(max_length=64)
+    agency: str = Field(max_length=32)
+    track: str = Field(max_length=16)
+    categories: list[str] = Field(default_factory=list, sa_type=JSON)
+    reason: str = Field(max_length=40)
+    status: str = Field(default=DisclosureRequestStatus.PENDING.value, max_length=16)
+    # The consent that released it; the NGO's refusal code.
+    consent_id: str | None = Field(default=None, max_length=64)
+    refuse_reason: str | None = Field(default=None, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    decided_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class DisclosureRequestPublic(SQLModel):
+    """A step-up request as the NGO sees it: whose, from which agency, for what and why."""
+
+    request_id: str
+    referral_id: uuid.UUID
+    client_ref: str
+    agency: Agency
+    track: Track
+    categories: list[DataCategory]
+    reason: str
+    status: DisclosureRequestStatus
+    created_at: UtcDatetime
+    decided_at: UtcDatetime | None = None
+
+
+class DisclosureRequestsPublic(SQLModel):
+    data: list[DisclosureRequestPublic]
+    count: int
+
+
+class DisclosureRefuse(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    reason: RefuseReason | None = None
 
 
 # ---------------------------------------------------------------- referrals
@@ -305,6 +379,31 @@ class TrackStatusChanged(_Payload):
         if (self.outcome is not None) != (self.status == TaskStatus.COMPLETED):
             raise ValueError("an outcome comes with `completed`, and only with it")
         return self
+
+
+class DisclosureRequested(_Payload):
+    """The data of `secondline.case.disclosure.requested` (docs/events.md): codes only."""
+
+    request_id: str = Field(min_length=1, max_length=64)
+    track_id: uuid.UUID
+    categories: list[DataCategory] = Field(min_length=1, max_length=len(DataCategory))
+    # A code of zone B's closed list; the bridge passes it on to the NGO as it is.
+    reason: str = Field(min_length=1, max_length=40)
+    at: UtcDatetime | None = None
+
+    @field_validator("reason")
+    @classmethod
+    def _a_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+            raise ValueError("reason must be a code")
+        return value
+
+    @field_validator("categories")
+    @classmethod
+    def _no_duplicates(cls, value: list[DataCategory]) -> list[DataCategory]:
+        if len(set(value)) != len(value):
+            raise ValueError("categories must not repeat a category")
+        return value
 
 
 class DisclosureKeyRequest(SQLModel):

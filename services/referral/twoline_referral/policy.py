@@ -16,4 +16,9 @@ POLICY: Policy = {
     ("GET", "/v1/referrals"): allow(Role.NGO_CASEWORKER, scope=Scope.ORG, reach=Reach.LIST),
     ("GET", "/v1/referrals/{referral_id}"): CASEWORKER,
     ("POST", "/v1/referrals/{referral_id}/cancel"): CASEWORKER,
+    # F5 step-up: zone B's requests for the org's clients; releasing one is a new consent.
+    ("GET", "/v1/disclosure-requests"): allow(
+        Role.NGO_CASEWORKER, scope=Scope.ORG, reach=Reach.LIST
+    ),
+    ("POST", "/v1/disclosure-requests/{request_id}/refuse"): CASEWORKER,
 }

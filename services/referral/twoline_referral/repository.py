@@ -11,6 +11,8 @@ from sqlmodel import Session, select
 from twoline_referral.models import (
     ConsentView,
     DataKey,
+    DisclosureRequest,
+    DisclosureRequestStatus,
     KnownClient,
     Referral,
     ReferralTrack,
@@ -72,7 +74,13 @@ def lock_consents(session: Session, *, consent_ids: Iterable[str]) -> list[Conse
 
 
 def save(
-    session: Session, row: KnownClient | ConsentView | Referral | ReferralTrack | TrackStatusEntry
+    session: Session,
+    row: KnownClient
+    | ConsentView
+    | Referral
+    | ReferralTrack
+    | TrackStatusEntry
+    | DisclosureRequest,
 ) -> None:
     session.add(row)
     session.flush()
@@ -209,3 +217,91 @@ def destroy_data_key(session: Session, *, consent_id: str, at: datetime) -> Data
     if destroyed is not None:
         session.refresh(destroyed)
     return destroyed
+
+
+# ---------------------------------------------------------------- step-up requests (F5)
+
+
+def get_disclosure_request(session: Session, *, request_id: str) -> DisclosureRequest | None:
+    return session.get(DisclosureRequest, request_id)
+
+
+def get_own_disclosure_request(
+    session: Session, *, org: str, request_id: str
+) -> DisclosureRequest | None:
+    return session.exec(
+        select(DisclosureRequest).where(
+            DisclosureRequest.org == org, DisclosureRequest.request_id == request_id
+        )
+    ).first()
+
+
+def list_disclosure_requests(
+    session: Session, *, org: str, status: str | None, offset: int, limit: int
+) -> tuple[list[DisclosureRequest], int]:
+    query = select(DisclosureRequest).where(DisclosureRequest.org == org)
+    if status is not None:
+        query = query.where(DisclosureRequest.status == status)
+    count = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(
+        query.order_by(DisclosureRequest.created_at.desc(), DisclosureRequest.request_id)  # type: ignore[attr-defined]
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return list(rows), count
+
+
+def pending_requests_for(
+    session: Session, *, org: str, client_ref: str, agency: str
+) -> list[DisclosureRequest]:
+    """The pending step-up requests of one client for one agency, oldest first."""
+    return list(
+        session.exec(
+            select(DisclosureRequest)
+            .where(
+                DisclosureRequest.org == org,
+                DisclosureRequest.client_ref == client_ref,
+                DisclosureRequest.agency == agency,
+                DisclosureRequest.status == DisclosureRequestStatus.PENDING.value,
+            )
+            .order_by(DisclosureRequest.created_at, DisclosureRequest.request_id)  # type: ignore[arg-type]
+        ).all()
+    )
+
+
+def decide_disclosure_request(
+    session: Session, *, row: DisclosureRequest, status: str, at: datetime, **values: object
+) -> bool:
+    """Move a pending request to `status`; False if it was decided meanwhile."""
+    result = session.exec(  # type: ignore[call-overload]
+        update(DisclosureRequest)
+        .where(
+            DisclosureRequest.request_id == row.request_id,  # type: ignore[arg-type]
+            DisclosureRequest.status == DisclosureRequestStatus.PENDING.value,  # type: ignore[arg-type]
+        )
+        .values(status=status, decided_at=at, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    session.refresh(row)
+    return True
+
+
+def move_track_consent(
+    session: Session, *, track: ReferralTrack, expected: str, consent_id: str
+) -> bool:
+    """Put a track under another consent (a step-up release); False if it moved meanwhile."""
+    result = session.exec(  # type: ignore[call-overload]
+        update(ReferralTrack)
+        .where(
+            ReferralTrack.track_id == track.track_id,  # type: ignore[arg-type]
+            ReferralTrack.consent_id == expected,  # type: ignore[arg-type]
+        )
+        .values(consent_id=consent_id)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    session.refresh(track)
+    return True

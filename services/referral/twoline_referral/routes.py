@@ -9,6 +9,10 @@ from twoline_referral import service
 from twoline_referral.config import Settings
 from twoline_referral.disclosure import Fetcher, intake_fetcher
 from twoline_referral.models import (
+    DisclosureRefuse,
+    DisclosureRequestPublic,
+    DisclosureRequestsPublic,
+    DisclosureRequestStatus,
     ReferralCancel,
     ReferralCreate,
     ReferralPublic,
@@ -19,6 +23,7 @@ from twoline_shared.db import SessionDep
 from twoline_shared.pagination import PageDep
 
 router = APIRouter(prefix="/referrals", tags=["referrals"])
+disclosure_requests = APIRouter(prefix="/disclosure-requests", tags=["disclosure-requests"])
 
 
 def get_service_settings(request: Request) -> Settings:
@@ -90,3 +95,27 @@ def cancel_referral(
 ):
     """Cancel every open track of a referral of your organisation (the note stays here)."""
     return service.cancel_referral(session, principal=principal, referral_id=referral_id, body=body)
+
+
+@disclosure_requests.get("", response_model=DisclosureRequestsPublic)
+def list_disclosure_requests(
+    session: SessionDep,
+    principal: NgoCaseworker,
+    page: PageDep,
+    status: DisclosureRequestStatus | None = None,
+):
+    """List zone B's requests for more categories of your organisation's clients, newest first."""
+    rows, count = service.list_disclosure_requests(
+        session, principal=principal, status=status, offset=page.offset, limit=page.limit
+    )
+    return DisclosureRequestsPublic(data=rows, count=count)
+
+
+@disclosure_requests.post("/{request_id}/refuse", response_model=DisclosureRequestPublic)
+def refuse_disclosure_request(
+    request_id: uuid.UUID, body: DisclosureRefuse, session: SessionDep, principal: NgoCaseworker
+):
+    """Refuse a pending request (the client does not consent); the case worker sees it refused."""
+    return service.refuse_disclosure_request(
+        session, principal=principal, request_id=str(request_id), body=body
+    )

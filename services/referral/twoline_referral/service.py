@@ -18,6 +18,11 @@ from twoline_referral.models import (
     ConsentView,
     ConsentWithdrawn,
     DisclosureKeyRequest,
+    DisclosureRefuse,
+    DisclosureRequest,
+    DisclosureRequested,
+    DisclosureRequestPublic,
+    DisclosureRequestStatus,
     KnownClient,
     Referral,
     ReferralCancel,
@@ -44,6 +49,8 @@ SERVICE = "referral"
 SOURCE = "twoline/referral"
 TRACK_ROUTED = "secondline.referral.track.routed"
 TRACK_CANCELLED = "secondline.referral.track.cancelled"
+DISCLOSURE_RELEASED = "secondline.referral.disclosure.released"
+DISCLOSURE_REFUSED = "secondline.referral.disclosure.refused"
 # The Conflict slug of a key request for a withdrawn consent (docs/events.md, Calls).
 DISCLOSURE_WITHDRAWN = "disclosure-withdrawn"
 
@@ -60,8 +67,13 @@ def record_client(session: Session, *, data: ClientRegistered) -> None:
         log.warning("client.registered for a known client_ref from another org; ignored")
 
 
-def record_consent_granted(session: Session, *, data: ConsentGranted) -> None:
-    """Project a grant; a consent already withdrawn stays inactive (a late grant never revives it)."""
+def record_consent_granted(
+    session: Session, *, data: ConsentGranted, fetch_disclosure: Fetcher
+) -> None:
+    """Project a grant; a consent already withdrawn stays inactive (a late grant never revives it).
+
+    F5: a grant that covers a pending step-up request of its agency releases it (`_release`).
+    """
     consent = repository.get_consent(session, consent_id=data.consent_id)
     current = consent.status if consent is not None else None
     if consent is None:
@@ -86,6 +98,7 @@ def record_consent_granted(session: Session, *, data: ConsentGranted) -> None:
     consent.status = domain.status_after_grant(current).value
     consent.updated_at = utcnow()
     repository.save(session, consent)
+    _release_step_ups(session, consent=consent, fetch_disclosure=fetch_disclosure)
 
 
 def record_consent_withdrawn(session: Session, *, data: ConsentWithdrawn) -> None:
@@ -251,6 +264,225 @@ def _track_cancelled(track: ReferralTrack, *, reason: str, at: datetime) -> Even
         reason=reason,
         at=at.isoformat(),
     )
+
+
+# ---------------------------------------------------------------- step-up requests (F5)
+
+
+def record_disclosure_request(session: Session, *, data: DisclosureRequested) -> None:
+    """Zone B asks for more categories of one track: keep it for the NGO (once per request).
+
+    The request names only the track; the bridge knows whose it is. Nothing is disclosed here:
+    only a new consent does that (F0).
+    """
+    if repository.get_disclosure_request(session, request_id=data.request_id) is not None:
+        return
+    track = repository.get_track(session, track_id=data.track_id)
+    if track is None or track.referral is None:
+        log.warning("disclosure request for an unknown track; ignored")
+        return
+    categories = sorted(c.value for c in data.categories)
+    row = DisclosureRequest(
+        request_id=data.request_id,
+        track_id=track.track_id,
+        referral_id=track.referral_id,
+        org=track.referral.org,
+        client_ref=track.referral.client_ref,
+        agency=track.agency,
+        track=track.track,
+        categories=categories,
+        reason=data.reason,
+        created_at=data.at or utcnow(),
+    )
+    repository.save(session, row)
+    record_audit(
+        session,
+        service=SERVICE,
+        action="create",
+        actor=None,
+        resource_type="disclosure-request",
+        resource_id=row.request_id,
+        track_id=str(track.track_id),
+        referral_id=str(track.referral_id),
+        agency=track.agency,
+        categories=categories,
+        reason=row.reason,
+    )
+
+
+def _request_view(row: DisclosureRequest) -> DisclosureRequestPublic:
+    return DisclosureRequestPublic.model_validate(row, from_attributes=True)
+
+
+def list_disclosure_requests(
+    session: Session,
+    *,
+    principal: Principal,
+    status: DisclosureRequestStatus | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[DisclosureRequestPublic], int]:
+    """The step-up requests for the caller's org's clients, newest first (F7)."""
+    rows, count = repository.list_disclosure_requests(
+        session,
+        org=principal.org or "",
+        status=status.value if status else None,
+        offset=offset,
+        limit=limit,
+    )
+    record_audit(
+        session,
+        service=SERVICE,
+        action="search",
+        actor=principal,
+        resource_type="disclosure-request",
+        resource_id=principal.org or "",
+        status=status.value if status else None,
+        request_ids=[r.request_id for r in rows],
+    )
+    return [_request_view(r) for r in rows], count
+
+
+def refuse_disclosure_request(
+    session: Session, *, principal: Principal, request_id: str, body: DisclosureRefuse
+) -> DisclosureRequestPublic:
+    """The NGO refuses a pending request; zone B hears it by track id (409 unless pending)."""
+    row = repository.get_own_disclosure_request(
+        session, org=principal.org or "", request_id=request_id
+    )
+    if row is None:
+        raise NotFound(f"No disclosure request {request_id} in your organisation.")
+    now = utcnow()
+    reason = body.reason.value if body.reason else None
+    if not repository.decide_disclosure_request(
+        session,
+        row=row,
+        status=DisclosureRequestStatus.REFUSED.value,
+        at=now,
+        refuse_reason=reason,
+    ):
+        raise Conflict(
+            f"The disclosure request is {row.status}, not pending.",
+            slug="disclosure-request-decided",
+        )
+    add_event(
+        session,
+        new_event(
+            source=SOURCE,
+            type=DISCLOSURE_REFUSED,
+            subject=str(row.track_id),
+            request_id=row.request_id,
+            track_id=str(row.track_id),
+            at=now.isoformat(),
+        ),
+    )
+    record_audit(
+        session,
+        service=SERVICE,
+        action="refuse",
+        actor=principal,
+        resource_type="disclosure-request",
+        resource_id=row.request_id,
+        track_id=str(row.track_id),
+        referral_id=str(row.referral_id),
+        agency=row.agency,
+        categories=list(row.categories),
+        reason=reason,
+    )
+    return _request_view(row)
+
+
+def _release_step_ups(session: Session, *, consent: ConsentView, fetch_disclosure: Fetcher) -> None:
+    """Release every pending step-up request a new grant covers (F5), all or nothing.
+
+    For each pending request of this client and agency on an open track whose categories the
+    consent all grants (and which permits referral, F0): the package of exactly the consent's
+    categories is sealed under the consent's key and bound to the track, the track moves under
+    the consent (so its withdrawal cancels the track and shreds the package, F4), and zone B
+    gets the package. If intake does not answer, this raises: the consumer retries the whole
+    grant, and nothing is half done.
+    """
+    try:
+        agency = Agency(consent.recipient)
+    except ValueError:
+        return
+    now = utcnow()
+    if not domain.consent_permits_referral(
+        consent, org=consent.org, client_ref=consent.client_ref, agency=agency, now=now
+    ):
+        return
+    covered: list[tuple[DisclosureRequest, ReferralTrack]] = []
+    for row in repository.pending_requests_for(
+        session, org=consent.org, client_ref=consent.client_ref, agency=agency.value
+    ):
+        track = repository.get_track(session, track_id=row.track_id)
+        if track is None or not domain.is_open(track.status):
+            continue
+        if track.consent_id != consent.consent_id and domain.consent_covers(
+            row.categories, consent
+        ):
+            covered.append((row, track))
+    if not covered:
+        return
+    categories = domain.disclosed_categories(consent.categories)
+    # In memory only: it leaves sealed in the released events, never stored in plaintext.
+    package = domain.package_for(
+        categories, fetch_disclosure(consent.client_ref, consent.org, categories)
+    )
+    # The consent row was just written in this transaction, so a withdrawal applied by another
+    # replica waits for this commit and then finds the moved tracks and destroys the key (F4).
+    key_id, key = _data_key(session, consent=consent)
+    for row, track in covered:
+        previous_consent = track.consent_id
+        if not repository.move_track_consent(
+            session, track=track, expected=previous_consent, consent_id=consent.consent_id
+        ):
+            raise Conflict("The track changed meanwhile; reload it.", slug="track-changed")
+        if not repository.decide_disclosure_request(
+            session,
+            row=row,
+            status=DisclosureRequestStatus.RELEASED.value,
+            at=now,
+            consent_id=consent.consent_id,
+        ):
+            raise Conflict("The request changed meanwhile.", slug="disclosure-request-decided")
+        sealed = crypto.seal(package, key=key, aad=str(track.track_id))
+        add_event(
+            session,
+            new_event(
+                source=SOURCE,
+                type=DISCLOSURE_RELEASED,
+                subject=str(track.track_id),
+                request_id=row.request_id,
+                track_id=str(track.track_id),
+                disclosure={
+                    "categories": categories,
+                    "key_id": key_id,
+                    "nonce": sealed.nonce,
+                    "ciphertext": sealed.ciphertext,
+                },
+                at=now.isoformat(),
+            ),
+        )
+        # F2: every disclosure is an audit record: to whom, under which consent, which categories.
+        record_audit(
+            session,
+            service=SERVICE,
+            action="disclose",
+            actor=None,
+            resource_type="track",
+            resource_id=str(track.track_id),
+            track_id=str(track.track_id),
+            referral_id=str(track.referral_id),
+            request_id=row.request_id,
+            agency=track.agency,
+            office=track.office,
+            consent_id=consent.consent_id,
+            previous_consent_id=previous_consent,
+            key_id=key_id,
+            categories=categories,
+            purpose="referral",
+        )
 
 
 # ---------------------------------------------------------------- referrals (API)
