@@ -1,4 +1,5 @@
-"""The `twoline` command: run the embedded stack, mint dev tokens, drive the demo, provision NATS."""
+"""The `twoline` command: run the embedded stack, mint dev tokens, drive the demo, provision NATS,
+verify the audit log."""
 
 import argparse
 import os
@@ -10,6 +11,7 @@ from twoline.devissuer import DEFAULT_AUDIENCE, issue, load_key
 DATA_DIR = Path(os.environ.get("TWOLINE_DATA_DIR", ".twoline"))
 ISSUER_PORT = int(os.environ.get("TWOLINE_ISSUER_PORT", "8000"))
 NATS_PORT = int(os.environ.get("TWOLINE_NATS_PORT", "4223"))
+AUDIT_URL = f"http://127.0.0.1:{os.environ.get('TWOLINE_AUDIT_PORT', '8005')}"
 ROLES = ("ngo_caseworker", "ngo_admin", "icam_coach", "return_counsellor", "auditor", "service")
 AGENCY_OF = {"icam_coach": "immigration_office", "return_counsellor": "fedasil"}
 
@@ -95,6 +97,29 @@ def cmd_nats_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Verify the audit log from outside the service: signature, inclusion, consistency."""
+    from twoline.auditlog import run as run_audit_verify
+
+    token = args.token
+    if token is None:
+        token = issue(
+            load_key(Path(args.data_dir)),
+            role="auditor",
+            issuer=f"http://127.0.0.1:{args.issuer_port}",
+            audience=DEFAULT_AUDIENCE,
+            ttl=600,
+        )
+    return run_audit_verify(
+        url=args.url,
+        token=token,
+        public_key_file=Path(args.public_key) if args.public_key else None,
+        previous_file=Path(args.previous) if args.previous else None,
+        save_file=Path(args.save) if args.save else None,
+        out=sys.stdout,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twoline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     provision.add_argument("--url", default=f"nats://127.0.0.1:{NATS_PORT}")
     provision.add_argument("--data-dir", default=str(DATA_DIR))
     provision.set_defaults(func=cmd_nats_provision)
+
+    audit = sub.add_parser("audit", help="audit log operations")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser(
+        "verify", help="check the audit log's checkpoint, every entry's inclusion, consistency"
+    )
+    verify.add_argument("--url", default=AUDIT_URL, help=f"audit service (default {AUDIT_URL})")
+    verify.add_argument("--token", help="auditor bearer token (default: minted by the dev issuer)")
+    verify.add_argument("--public-key", help="pin the log's key: a PEM or base64 key file")
+    verify.add_argument("--previous", help="a checkpoint saved earlier: prove the log extends it")
+    verify.add_argument("--save", help="write the verified checkpoint here (for --previous)")
+    verify.add_argument("--data-dir", default=str(DATA_DIR))
+    verify.add_argument("--issuer-port", type=int, default=ISSUER_PORT)
+    verify.set_defaults(func=cmd_audit_verify)
     return parser
 
 

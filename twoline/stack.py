@@ -65,6 +65,8 @@ def service_environment(
         f"{p}AUTH_AUDIENCE": DEFAULT_AUDIENCE,
         f"{p}PORT": str(service_port(service)),
     }
+    if service.name == "audit":
+        env[f"{p}SIGNING_KEY_PATH"] = str(data_dir / "audit-signing-key.pem")
     if service.name == "referral":
         env[f"{p}NATS_SL_USER"] = "referral-sl"
         env[f"{p}NATS_SL_PASSWORD"] = passwords["referral-sl"]

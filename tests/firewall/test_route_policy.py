@@ -37,6 +37,7 @@ from sqlmodel import Session
 from tests.conftest import Issuer, assert_problem, running
 from twoline.devissuer import DEFAULT_AUDIENCE, DEFAULT_ISSUER, issue
 from twoline_audit import policy as audit_policy
+from twoline_audit import service as audit_service
 from twoline_audit.app import create_app as audit_app
 from twoline_audit.config import Settings as AuditSettings
 from twoline_case_resolution import policy as case_policy
@@ -60,11 +61,17 @@ from twoline_referral import policy as referral_policy
 from twoline_referral import service as referral_service
 from twoline_referral.app import create_app as referral_app
 from twoline_referral.config import Settings as ReferralSettings
-from twoline_referral.models import ClientRegistered, ConsentGranted, ReferralCreate
+from twoline_referral.models import (
+    ClientRegistered,
+    ConsentGranted,
+    DisclosureRequested,
+    ReferralCreate,
+)
 from twoline_referral.routes import get_disclosure_fetcher
 from twoline_shared.auth import Principal, Role
 from twoline_shared.codes import TRACK_AGENCY, Agency, DataCategory, TaskStatus, Track
 from twoline_shared.db import normalise_url
+from twoline_shared.events import new_event
 from twoline_shared.policy import (
     KERNEL,
     ZONE_A_ROLES,
@@ -262,6 +269,7 @@ class World:
                         valid_from=now - timedelta(days=1),
                         valid_until=now + timedelta(days=365),
                     ),
+                    fetch_disclosure=self.intake.fetch,
                 )
         return client_ref
 
@@ -279,6 +287,25 @@ class World:
                 fetch_disclosure=self.intake.fetch,
             )
         return client_ref, str(referral.referral_id)
+
+    def disclosure_request(self) -> str:
+        """A pending step-up request from zone B for a referral of ngo-ghent's."""
+        _, referral_id = self.referral()
+        request_id = str(uuid.uuid4())
+        with self.session("referral") as session:
+            referral = referral_service.read_referral(
+                session, principal=SEED_CASEWORKER, referral_id=uuid.UUID(referral_id)
+            )
+            referral_service.record_disclosure_request(
+                session,
+                data=DisclosureRequested(
+                    request_id=request_id,
+                    track_id=referral.tracks[0].track_id,
+                    categories=["identity"],
+                    reason="identity_verification",
+                ),
+            )
+        return request_id
 
     # -- zone B: owned by the brussels office of the track's agency
 
@@ -482,6 +509,18 @@ def _cancel_referral(w: World) -> Call:
     return _on_referral(w, json={"reason": "client_request"})
 
 
+@recipe("referral", "GET", "/v1/disclosure-requests")
+def _list_disclosure_requests(w: World) -> Call:
+    request_id = w.disclosure_request()
+    return Call(params={"status": "pending", "limit": 200}, owner=OWNER_ORG, marker=request_id)
+
+
+@recipe("referral", "POST", "/v1/disclosure-requests/{request_id}/refuse")
+def _refuse_disclosure_request(w: World) -> Call:
+    path = {"request_id": w.disclosure_request()}
+    return Call(path=path, json={"reason": "client_declined"}, owner=OWNER_ORG)
+
+
 CASES = "/v1/cases/{case_id}"
 TRACKS = CASES + "/tracks/{track}"
 RETURN = Track.RETURN
@@ -519,8 +558,29 @@ RECIPES.update(
         ("case-resolution", "POST", CASES + "/decisions"): lambda w: w.case_call(
             accepted=True, json={"decision": "undecided", "date": today()}
         ),
+        ("case-resolution", "POST", CASES + "/disclosure-requests"): lambda w: w.case_call(
+            accepted=True, json={"categories": ["identity"], "reason": "identity_verification"}
+        ),
     }
 )
+
+
+def _audit_entry(w: World) -> int:
+    """One more record in the audit log; its index."""
+    event = new_event(source="twoline/matrix", type="audit.matrix.thing.read", action="read")
+    with w.session("audit") as session:
+        return audit_service.append(session, event=event).index
+
+
+@recipe("audit", "GET", "/v1/log/proofs/inclusion/{entry_id}")
+def _audit_inclusion_proof(w: World) -> Call:
+    return Call(path={"entry_id": str(_audit_entry(w))})
+
+
+@recipe("audit", "GET", "/v1/log/proofs/consistency")
+def _audit_consistency_proof(w: World) -> Call:
+    size = _audit_entry(w) + 1
+    return Call(params={"first": 1, "second": size})
 
 
 def _with_path(call: Call, **path: str) -> Call:
@@ -590,6 +650,8 @@ def world(
                     auth_issuer=DEFAULT_ISSUER,
                     auth_audience=DEFAULT_AUDIENCE,
                     nats_enabled=False,
+                    # Audit's checkpoint key (the other services' settings ignore it).
+                    signing_key_path=directory / "audit-signing-key.pem",
                 )
             )
             if name == "referral":

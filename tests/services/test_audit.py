@@ -2,8 +2,11 @@
 auditors — and only auditors — can read and verify, and that shows a changed or removed entry."""
 
 import contextlib
+import hashlib
+import stat
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,9 +65,10 @@ def audit_record(n: int = 0, **data: Any) -> Event:
 
 
 @pytest.fixture
-def log(service_settings: Callable[..., Settings]) -> Iterator[TestClient]:
-    """The audit app on a fresh database, without NATS."""
-    with running(create_app(service_settings(Settings, "audit"))) as client:
+def log(service_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[TestClient]:
+    """The audit app on a fresh database, without NATS, its signing key in a temp dir."""
+    settings = service_settings(Settings, "audit", signing_key_path=tmp_path / "signing-key.pem")
+    with running(create_app(settings)) as client:
         yield client
 
 
@@ -309,6 +313,15 @@ def test_appending_after_tampering_does_not_hide_it(log, issuer):
 
 # ---------------------------------------------------------------- who may read it
 
+LOG_ROUTES = (
+    "/v1/log/entries",
+    "/v1/log/verify",
+    "/v1/log/checkpoint",
+    "/v1/log/public-key",
+    "/v1/log/proofs/inclusion/0",
+    "/v1/log/proofs/consistency?first=1&second=1",
+)
+
 
 @pytest.mark.parametrize(
     "who",
@@ -324,12 +337,12 @@ def test_only_auditors_read_the_log(log, issuer, who):
     feed(log, audit_record(0))
     headers = issuer.headers(**who)
 
-    for path in ("/v1/log/entries", "/v1/log/verify"):
+    for path in LOG_ROUTES:
         assert_problem(log.get(path, headers=headers), 403, "forbidden")
 
 
 def test_no_token_is_401(log):
-    for path in ("/v1/log/entries", "/v1/log/verify"):
+    for path in LOG_ROUTES:
         assert_problem(log.get(path), 401, "unauthorized")
         assert_problem(log.get(path, headers={"Authorization": "Bearer x.y.z"}), 401)
 
@@ -397,3 +410,333 @@ def test_intake_audit_record_reaches_the_verified_log(service_settings, nats_ser
         # The audit service itself publishes nothing.
         with Session(audit.app.state.runtime.engine) as session:
             assert session.exec(select(OutboxMessage)).all() == []
+
+
+# ---------------------------------------------------------------- the Merkle tree (no I/O)
+
+LEAVES = [domain.leaf_hash(bytes([n])) for n in range(8)]
+N = domain.node_hash
+
+
+def test_leaf_and_node_hashes_are_domain_separated():
+    assert domain.leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
+    assert domain.node_hash(b"l", b"r") == hashlib.sha256(b"\x01lr").digest()
+    assert domain.merkle_root([]) == hashlib.sha256(b"").digest()
+
+
+def test_roots_of_small_trees_split_at_the_largest_power_of_two():
+    a, b, c, d, e, f, g, h = LEAVES
+    ab, cd, ef, gh = N(a, b), N(c, d), N(e, f), N(g, h)
+    abcd = N(ab, cd)
+    expected = {
+        1: a,
+        2: ab,
+        3: N(ab, c),
+        4: abcd,
+        5: N(abcd, e),
+        6: N(abcd, ef),
+        7: N(abcd, N(ef, g)),
+        8: N(abcd, N(ef, gh)),
+    }
+    for size, root in expected.items():
+        assert domain.merkle_root(LEAVES[:size]) == root, size
+
+
+def test_inclusion_paths_are_rfc_6962s_examples():
+    # RFC 6962 §2.1.3's tree of seven leaves d0..d6: a..f and j are leaves, g = (a, b),
+    # h = (c, d), i = (e, f), k = (g, h), l = (i, j).
+    a, b, c, d, e, f, j = LEAVES[:7]
+    g, h, i = N(a, b), N(c, d), N(e, f)
+    k, ll = N(g, h), N(i, j)
+    seven = LEAVES[:7]
+    assert domain.inclusion_path(0, seven) == [b, h, ll]
+    assert domain.inclusion_path(3, seven) == [c, g, ll]
+    assert domain.inclusion_path(4, seven) == [f, j, k]
+    assert domain.inclusion_path(6, seven) == [i, k]
+    assert domain.inclusion_path(0, seven[:1]) == []
+    assert domain.consistency_proof(3, seven) == [c, d, g, ll]
+    assert domain.consistency_proof(4, seven) == [ll]
+    assert domain.consistency_proof(6, seven) == [i, j, k]
+    assert domain.consistency_proof(7, seven) == []
+
+
+def test_every_inclusion_proof_up_to_eight_verifies_and_nothing_else_does():
+    other = domain.leaf_hash(b"other")
+    for size in range(1, 9):
+        tree = LEAVES[:size]
+        root = domain.merkle_root(tree)
+        for index in range(size):
+            path = domain.inclusion_path(index, tree)
+            valid = {
+                "leaf_index": index,
+                "tree_size": size,
+                "leaf": tree[index],
+                "proof": path,
+                "root": root,
+            }
+            wrong: list[dict[str, Any]] = [
+                {"leaf": other},
+                {"root": other},
+                {"leaf_index": index + 1},
+                {"proof": [*path, other]},
+            ]
+            if size < 8:
+                wrong.append(
+                    {"tree_size": size + 1, "root": domain.merkle_root(LEAVES[: size + 1])}
+                )
+            if path:
+                wrong += [{"proof": path[:-1]}, {"proof": [other, *path[1:]]}]
+            if index > 0:
+                wrong.append({"leaf_index": index - 1})
+
+            assert domain.verify_inclusion(**valid), (index, size)
+            for change in wrong:
+                assert not domain.verify_inclusion(**(valid | change)), (index, size, change)
+        for index in (-1, size):
+            with pytest.raises(ValueError):
+                domain.inclusion_path(index, tree)
+
+
+def test_every_consistency_proof_up_to_eight_verifies_and_nothing_else_does():
+    other = domain.leaf_hash(b"other")
+    for second in range(1, 9):
+        for first in range(1, second + 1):
+            proof = domain.consistency_proof(first, LEAVES[:second])
+            valid = {
+                "first": first,
+                "second": second,
+                "proof": proof,
+                "first_root": domain.merkle_root(LEAVES[:first]),
+                "second_root": domain.merkle_root(LEAVES[:second]),
+            }
+            wrong: list[dict[str, Any]] = [
+                {"first_root": other},
+                {"second_root": other},
+                {"proof": [*proof, other]},
+            ]
+            if proof:
+                wrong += [{"proof": proof[:-1]}, {"proof": [other, *proof[1:]]}]
+            if first < second:
+                # A tree whose first `first` leaves differ is not an extension.
+                changed = [other, *LEAVES[1:second]]
+                wrong += [
+                    {"second_root": domain.merkle_root(changed)},
+                    {"first": second, "second": first},
+                ]
+                if second < 8:
+                    bigger = domain.merkle_root(LEAVES[: second + 1])
+                    wrong.append({"second": second + 1, "second_root": bigger})
+
+            assert domain.verify_consistency(**valid), (first, second)
+            for change in wrong:
+                assert not domain.verify_consistency(**(valid | change)), (first, second, change)
+    with pytest.raises(ValueError):
+        domain.consistency_proof(0, LEAVES)
+    with pytest.raises(ValueError):
+        domain.consistency_proof(9, LEAVES)
+
+
+def test_checkpoint_body_is_exactly_the_signed_note():
+    body = domain.checkpoint_body(tree_size=3, root_hash=b"\x01" * 32, timestamp="T")
+    assert body == b"twoline-audit\n3\nAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\nT\n"
+
+
+# ---------------------------------------------------------------- checkpoints and proofs
+
+
+def get(client: TestClient, issuer: Any, path: str, **params: Any) -> dict[str, Any]:
+    response = client.get(path, params=params or None, headers=issuer.headers(**AUDITOR))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def leaves_of(data: list[dict[str, Any]]) -> list[bytes]:
+    fields = ("index", "event_id", "type", "source", "time", "data")
+    return [domain.leaf_hash(domain.entry_bytes(**{k: e[k] for k in fields})) for e in data]
+
+
+def test_checkpoint_is_signed_over_the_root_of_the_entries(log, issuer, tmp_path):
+    feed(log, *(audit_record(n) for n in range(5)))
+
+    checkpoint = get(log, issuer, "/v1/log/checkpoint")
+    key = get(log, issuer, "/v1/log/public-key")
+
+    assert set(checkpoint) == {"tree_size", "root_hash", "timestamp", "signature", "key_id"}
+    assert set(key) == {"key_id", "algorithm", "public_key", "pem"}
+    assert (key["algorithm"], key["key_id"]) == ("Ed25519", checkpoint["key_id"])
+    assert key["key_id"] == domain.key_id(domain.unb64(key["public_key"]))
+    root = domain.merkle_root(leaves_of(entries(log, issuer)["data"]))
+    assert (checkpoint["tree_size"], checkpoint["root_hash"]) == (5, domain.b64(root))
+    body = domain.checkpoint_body(tree_size=5, root_hash=root, timestamp=checkpoint["timestamp"])
+    public = domain.unb64(key["public_key"])
+    signature = domain.unb64(checkpoint["signature"])
+    assert domain.signature_valid(public_key=public, body=body, signature=signature)
+    forged = domain.checkpoint_body(tree_size=4, root_hash=root, timestamp=checkpoint["timestamp"])
+    assert not domain.signature_valid(public_key=public, body=forged, signature=signature)
+    # The key is a 0600 file in the service's data, the same on the next start.
+    path = tmp_path / "signing-key.pem"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_empty_log_has_a_signed_checkpoint_of_the_empty_tree(log, issuer):
+    checkpoint = get(log, issuer, "/v1/log/checkpoint")
+    assert checkpoint["tree_size"] == 0
+    assert checkpoint["root_hash"] == domain.b64(hashlib.sha256(b"").digest())
+
+
+def test_signing_key_survives_a_restart(service_settings, tmp_path, issuer):
+    path = tmp_path / "key.pem"
+    ids = []
+    for _ in range(2):
+        settings = service_settings(Settings, "audit", signing_key_path=path)
+        with running(create_app(settings)) as client:
+            ids.append(get(client, issuer, "/v1/log/public-key")["key_id"])
+    assert ids[0] == ids[1]
+
+
+def test_every_entry_has_an_inclusion_proof_against_the_checkpoint(log, issuer):
+    feed(log, *(audit_record(n) for n in range(6)))
+    checkpoint = get(log, issuer, "/v1/log/checkpoint")
+    root = domain.unb64(checkpoint["root_hash"])
+    leaves = leaves_of(entries(log, issuer)["data"])
+
+    for index in range(6):
+        proof = get(log, issuer, f"/v1/log/proofs/inclusion/{index}")
+        assert set(proof) == {"leaf_index", "tree_size", "leaf_hash", "audit_path"}
+        assert (proof["leaf_index"], proof["tree_size"]) == (index, 6)
+        assert proof["leaf_hash"] == domain.b64(leaves[index])
+        path = [domain.unb64(h) for h in proof["audit_path"]]
+        assert domain.verify_inclusion(
+            leaf_index=index, tree_size=6, leaf=leaves[index], proof=path, root=root
+        )
+    # Against an older, smaller tree.
+    proof = get(log, issuer, "/v1/log/proofs/inclusion/1", tree_size=3)
+    path = [domain.unb64(h) for h in proof["audit_path"]]
+    root3 = domain.merkle_root(leaves[:3])
+    assert domain.verify_inclusion(
+        leaf_index=1, tree_size=3, leaf=leaves[1], proof=path, root=root3
+    )
+
+
+def test_a_newer_checkpoint_is_consistent_with_an_older_one(log, issuer):
+    feed(log, *(audit_record(n) for n in range(3)))
+    older = get(log, issuer, "/v1/log/checkpoint")
+    feed(log, *(audit_record(n) for n in range(3, 8)))
+    newer = get(log, issuer, "/v1/log/checkpoint")
+
+    proof = get(log, issuer, "/v1/log/proofs/consistency", first=3, second=8)
+
+    assert (proof["first"], proof["second"]) == (3, 8)
+    path = [domain.unb64(h) for h in proof["consistency_path"]]
+    first_root, second_root = domain.unb64(older["root_hash"]), domain.unb64(newer["root_hash"])
+    assert domain.verify_consistency(
+        first=3, second=8, first_root=first_root, second_root=second_root, proof=path
+    )
+    assert not domain.verify_consistency(
+        first=3, second=8, first_root=second_root, second_root=second_root, proof=path
+    )
+    same = get(log, issuer, "/v1/log/proofs/consistency", first=8, second=8)
+    assert same["consistency_path"] == []
+
+
+def test_entries_by_range(log, issuer):
+    feed(log, *(audit_record(n) for n in range(5)))
+
+    assert [e["index"] for e in entries(log, issuer, start=1, end=4)["data"]] == [1, 2, 3]
+    assert [e["index"] for e in entries(log, issuer, start=3, end=99)["data"]] == [3, 4]
+    assert [e["index"] for e in entries(log, issuer, start=0, end=4, limit=2)["data"]] == [0, 1]
+    headers = issuer.headers(**AUDITOR)
+    for query in ("start=3&end=3", "start=3&end=2", "end=0", "end=abc"):
+        response = log.get(f"/v1/log/entries?{query}", headers=headers)
+        assert_problem(response, 422)
+
+
+def test_bad_proof_requests_are_404_or_422(log, issuer):
+    feed(log, *(audit_record(n) for n in range(3)))
+    headers = issuer.headers(**AUDITOR)
+
+    def answer(path: str) -> int:
+        response = log.get(path, headers=headers)
+        assert_problem(response, response.status_code)
+        return response.status_code
+
+    assert answer("/v1/log/proofs/inclusion/3") == 404
+    assert answer("/v1/log/proofs/inclusion/2?tree_size=2") == 404
+    for path in (
+        "/v1/log/proofs/inclusion/-1",
+        "/v1/log/proofs/inclusion/abc",
+        "/v1/log/proofs/inclusion/0?tree_size=0",
+        "/v1/log/proofs/inclusion/0?tree_size=4",
+        "/v1/log/proofs/consistency?first=0&second=2",
+        "/v1/log/proofs/consistency?first=3&second=2",
+        "/v1/log/proofs/consistency?first=1&second=4",
+        "/v1/log/proofs/consistency?first=1",
+        "/v1/log/proofs/consistency?first=x&second=2",
+    ):
+        assert answer(path) == 422, path
+
+
+def test_changed_entry_no_longer_gives_its_included_leaf(log, issuer):
+    feed(log, *(audit_record(n) for n in range(4)))
+    execute(log, 'UPDATE audit_entry SET data = \'{"x": 1}\' WHERE "index" = 2')
+    root = domain.unb64(get(log, issuer, "/v1/log/checkpoint")["root_hash"])
+    leaves = leaves_of(entries(log, issuer)["data"])
+
+    def included(index: int) -> bool:
+        proof = get(log, issuer, f"/v1/log/proofs/inclusion/{index}")
+        path = [domain.unb64(h) for h in proof["audit_path"]]
+        return domain.verify_inclusion(
+            leaf_index=index, tree_size=4, leaf=leaves[index], proof=path, root=root
+        )
+
+    assert [included(i) for i in range(4)] == [True, True, False, True]
+
+
+def test_migration_gives_entries_logged_before_the_tree_their_leaf_hashes(make_database_url):
+    from alembic import command
+    from alembic.config import Config
+
+    from twoline_shared.db import create_db_engine
+    from twoline_shared.migrations import upgrade
+
+    engine = create_db_engine(make_database_url("audit"))
+    config = Config()
+    config.set_main_option("script_location", str(SPEC.migrations))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    records = [audit_record(n) for n in range(3)]
+    prev = domain.GENESIS
+    with engine.begin() as connection:
+        for index, record in enumerate(records):
+            fields = {
+                "index": index,
+                "event_id": record.id,
+                "type": record.type,
+                "source": record.source,
+                "time": record.time,
+                "data": record.data,
+            }
+            digest = domain.entry_hash(prev_hash=prev, **fields)
+            connection.execute(
+                text(
+                    'INSERT INTO audit_entry ("index", event_id, type, source, time, data, '
+                    "prev_hash, entry_hash) VALUES (:index, :event_id, :type, :source, :time, "
+                    ":data, :prev_hash, :entry_hash)"
+                ),
+                {**fields, "data": domain.canonical(record.data).decode(), "prev_hash": prev}
+                | {"entry_hash": digest},
+            )
+            prev = digest
+
+    upgrade(engine, SPEC.migrations)
+
+    with Session(engine) as session:
+        rows = session.exec(select(AuditEntry).order_by(AuditEntry.index)).all()  # type: ignore[arg-type]
+    fields = ("index", "event_id", "type", "source", "time", "data")
+    assert [r.leaf_hash for r in rows] == [
+        domain.leaf_hash(domain.entry_bytes(**{k: getattr(r, k) for k in fields})).hex()
+        for r in rows
+    ]
+    assert len(rows) == 3
+    engine.dispose()

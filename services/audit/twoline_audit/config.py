@@ -1,6 +1,7 @@
 """Audit settings (env prefix TWOLINE_AUDIT_)."""
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic_settings import SettingsConfigDict
 
@@ -13,6 +14,8 @@ class Settings(ServiceSettings):
     port: int = 8005
     database_url: str = "sqlite:///.twoline/audit.db"
     nats_user: str = "audit"
+    # The Ed25519 key that signs checkpoints; generated here on first use if absent.
+    signing_key_path: Path = Path(".twoline/audit-signing-key.pem")
 
 
 @lru_cache

@@ -1,4 +1,4 @@
-"""Audit tables and API schemas: the append-only, hash-chained log of every service's records.
+"""Audit tables and API schemas: the append-only log (hash chain and Merkle tree) of records.
 
 Entries copy what the audit event carried (ids, roles, codes and categories, never personal
 data, F8) and nothing else.
@@ -22,6 +22,9 @@ class AuditEntryBase(SQLModel):
     data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
     prev_hash: str = Field(max_length=64)
     entry_hash: str = Field(max_length=64)
+    # The Merkle leaf hash (hex) of the entry as appended, stored once: the tree is built from
+    # these, so a later change to the entry no longer matches its leaf.
+    leaf_hash: str = Field(max_length=64)
 
 
 class AuditEntry(AuditEntryBase, table=True):
@@ -54,3 +57,44 @@ class ChainVerification(SQLModel):
     size: int
     head_hash: str | None
     first_bad_index: int | None
+
+
+class Checkpoint(SQLModel):
+    """A signed statement of the tree's size and root (hashes and signature in base64).
+
+    The signature is Ed25519 over `domain.checkpoint_body`:
+    "twoline-audit\n<tree_size>\n<root_hash>\n<timestamp>\n".
+    """
+
+    tree_size: int
+    root_hash: str
+    timestamp: str
+    signature: str
+    key_id: str
+
+
+class PublicKey(SQLModel):
+    """The key that signs checkpoints, for a verifier to pin."""
+
+    key_id: str
+    algorithm: str = "Ed25519"
+    # The raw 32-byte key in base64, and the same key as a SubjectPublicKeyInfo PEM.
+    public_key: str
+    pem: str
+
+
+class InclusionProof(SQLModel):
+    """RFC 9162 PATH: the entry's leaf (as stored) and its audit path in a tree of tree_size."""
+
+    leaf_index: int
+    tree_size: int
+    leaf_hash: str
+    audit_path: list[str]
+
+
+class ConsistencyProof(SQLModel):
+    """RFC 9162 PROOF: the nodes that show the tree of size `second` extends that of `first`."""
+
+    first: int
+    second: int
+    consistency_path: list[str]

@@ -11,4 +11,8 @@ AUDITOR = allow(Role.AUDITOR)
 POLICY: Policy = {
     ("GET", "/v1/log/entries"): AUDITOR,
     ("GET", "/v1/log/verify"): AUDITOR,
+    ("GET", "/v1/log/checkpoint"): AUDITOR,
+    ("GET", "/v1/log/public-key"): AUDITOR,
+    ("GET", "/v1/log/proofs/inclusion/{entry_id}"): AUDITOR,
+    ("GET", "/v1/log/proofs/consistency"): AUDITOR,
 }

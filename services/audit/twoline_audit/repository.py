@@ -28,6 +28,7 @@ class StoredEntry:
     data: Any
     prev_hash: str
     entry_hash: str
+    leaf_hash: str
 
 
 def last_entry(session: Session) -> AuditEntry | None:
@@ -59,6 +60,7 @@ def _stored(row: Any) -> StoredEntry:
         data=_parse(row[5]),
         prev_hash=row[6],
         entry_hash=row[7],
+        leaf_hash=row[8],
     )
 
 
@@ -72,6 +74,7 @@ _COLUMNS = (
     sa.cast(AuditEntry.data, sa.Text),
     AuditEntry.prev_hash,
     AuditEntry.entry_hash,
+    AuditEntry.leaf_hash,
 )
 
 
@@ -84,14 +87,16 @@ def read_entries(session: Session, *, start: int | None, limit: int) -> list[Sto
     return [_stored(row) for row in rows]
 
 
-def read_page(session: Session, *, start: int, limit: int) -> tuple[list[StoredEntry], int]:
-    """A page from index `start` and the log's size, read in one statement (one snapshot)."""
+def read_page(
+    session: Session, *, start: int, limit: int, end: int | None = None
+) -> tuple[list[StoredEntry], int]:
+    """A page from index `start` (up to `end`, exclusive) and the log's size, in one statement."""
     size = select(func.count()).select_from(AuditEntry).correlate(None)
+    query = select(*_COLUMNS, size.scalar_subquery()).where(AuditEntry.index >= start)
+    if end is not None:
+        query = query.where(AuditEntry.index < end)
     rows = session.exec(
-        select(*_COLUMNS, size.scalar_subquery())
-        .where(AuditEntry.index >= start)
-        .order_by(AuditEntry.index)  # type: ignore[arg-type]
-        .limit(limit)
+        query.order_by(AuditEntry.index).limit(limit)  # type: ignore[arg-type]
     ).all()
     if rows:
         return [_stored(row) for row in rows], rows[0][-1]
@@ -108,3 +113,19 @@ def iter_chain(session: Session, *, batch: int = 1000) -> Iterator[StoredEntry]:
         if len(rows) < batch:
             return
         start = rows[-1].index + 1
+
+
+def leaf_hashes(session: Session, *, size: int | None = None) -> list[bytes]:
+    """The stored leaf hashes in index order (the first `size` of them), in one statement."""
+    query = select(AuditEntry.leaf_hash).order_by(AuditEntry.index)  # type: ignore[arg-type]
+    if size is not None:
+        query = query.limit(size)
+    return [_unhex(h) for h in session.exec(query).all()]
+
+
+def _unhex(text: str) -> bytes:
+    # A damaged stored hash becomes one that matches nothing, so proofs fail instead of the read.
+    try:
+        return bytes.fromhex(text)
+    except (TypeError, ValueError):
+        return b""
