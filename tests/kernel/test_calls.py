@@ -41,6 +41,19 @@ def handler(session: Session, payload: dict) -> dict:
     return {"client_ref": payload["client_ref"], "echo": payload.get("categories", [])}
 
 
+async def until_answered(nc, tries: int = 50) -> None:
+    """The server may take a moment to route a fresh subscription's interest to another
+    connection (seen on nats-server 2.15.1): ask with a probe that has no effect until answered."""
+    for _ in range(tries):
+        try:
+            await call(nc, SUBJECT, {"client_ref": "missing"}, wait=1)
+        except NotFound:
+            return
+        except Unavailable:
+            await asyncio.sleep(0.1)
+    pytest.fail("the responder never answered")
+
+
 @pytest.fixture
 async def links(nats_server, engine):
     """intake answering SUBJECT; referral-fl asking; consent (not allowed to ask) on the side."""
@@ -51,6 +64,7 @@ async def links(nats_server, engine):
     }
     await serve(conns["intake"], Responder(SUBJECT, handler), queue="intake", engine=engine)
     await conns["intake"].flush()
+    await until_answered(conns["referral-fl"])
     yield conns
     for nc in conns.values():
         await nc.close()
