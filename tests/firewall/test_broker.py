@@ -162,7 +162,7 @@ DENIED_REQUEST = [
     ("case-resolution", "$JS.API.STREAM.LIST"),
     ("case-resolution", "$JS.API.INFO"),
     ("case-resolution", "svc.intake.disclosure"),
-    ("case-resolution", "svc.referral.package"),  # of the bridge's calls, only the key
+    ("case-resolution", "svc.referral.package"),  # of the bridge's calls, only the two it answers
     # Zone B and SECONDLINE: only its own durable, never the stream or the bridge's durable.
     ("case-resolution", "$JS.API.STREAM.MSG.GET.SECONDLINE"),
     ("case-resolution", "$JS.API.DIRECT.GET.SECONDLINE"),
@@ -195,6 +195,9 @@ DENIED_REQUEST = [
     ("referral-sl", "$JS.API.CONSUMER.INFO.SECONDLINE.referral"),
     ("referral-sl", "svc.intake.disclosure"),
     ("referral-sl", "svc.referral.disclosure-key"),  # it answers; it does not ask
+    ("referral-sl", "svc.referral.joint-review"),
+    ("consent", "svc.referral.joint-review"),
+    ("audit", "svc.referral.joint-review"),
     # The audit service: its durable and nothing else — no reading around it, no tampering.
     ("audit", "$JS.API.STREAM.MSG.GET.AUDIT"),
     ("audit", "$JS.API.DIRECT.GET.AUDIT"),
@@ -236,6 +239,7 @@ ALLOWED_FETCH = [
 ALLOWED_CALL = [
     ("referral-fl", "svc.intake.disclosure"),
     ("case-resolution", "svc.referral.disclosure-key"),
+    ("case-resolution", "svc.referral.joint-review"),
 ]
 
 

@@ -502,6 +502,7 @@ def _on_referral(w: World, **request: Any) -> Call:
 
 
 recipe("referral", "GET", "/v1/referrals/{referral_id}")(_on_referral)
+recipe("referral", "GET", "/v1/referrals/{referral_id}/access-log")(_on_referral)
 
 
 @recipe("referral", "POST", "/v1/referrals/{referral_id}/cancel")

@@ -40,13 +40,14 @@ from twoline_case_resolution import domain, repository
 from twoline_case_resolution.app import create_app
 from twoline_case_resolution.config import Settings
 from twoline_case_resolution.consumers import BINDINGS, TRACK_CANCELLED, TRACK_ROUTED
+from twoline_case_resolution.disclosure import bridge_link_finder
 from twoline_case_resolution.domain import ClientDecision, DisclosureWithdrawn, ReturnStep
 from twoline_case_resolution.models import (
     Case,
     CaseOptionAssessment,
     CasePendingCancel,
 )
-from twoline_case_resolution.routes import get_key_fetcher
+from twoline_case_resolution.routes import get_key_fetcher, get_link_finder
 from twoline_shared.auth import Agency
 from twoline_shared.broker import connect
 from twoline_shared.codes import DataCategory, Outcome, StatusReason, TaskStatus, Track
@@ -126,14 +127,23 @@ SEALED = sealed(DISCLOSURE, "T-shape")
 
 
 class FakeBridge:
-    """Stands in for the bridge's `svc.referral.disclosure-key` answer (`get_key_fetcher`); the
-    NATS tests use the real one."""
+    """Stands in for the bridge's `svc.referral.disclosure-key` and `svc.referral.joint-review`
+    answers (`get_key_fetcher`, `get_link_finder`); the NATS tests use the real one."""
 
     def __init__(self) -> None:
         self.keys: dict[str, bytes] = {KEY_ID: KEY}
         self.withdrawn: set[str] = set()
         self.down = False
         self.calls: list[tuple[str, str]] = []
+        # track_id -> the track ids the bridge links it with (joint review).
+        self.links: dict[str, list[str]] = {}
+        self.link_calls: list[str] = []
+
+    def find_links(self, track_id: str) -> list[str]:
+        self.link_calls.append(track_id)
+        if self.down:
+            raise Unavailable("Nobody answered.", slug="call-unavailable")
+        return list(self.links.get(track_id, []))
 
     def fetch(self, track_id: str, key_id: str) -> bytes:
         self.calls.append((track_id, key_id))
@@ -209,6 +219,7 @@ def cases(service_settings: Callable[..., Settings]) -> Iterator[TestClient]:
     app = create_app(service_settings(Settings, "case-resolution"))
     bridge = FakeBridge()
     app.dependency_overrides[get_key_fetcher] = lambda: bridge.fetch
+    app.dependency_overrides[get_link_finder] = lambda: bridge.find_links
     with running(app) as client:
         client.bridge = bridge  # type: ignore[attr-defined]
         yield client
@@ -230,6 +241,13 @@ def all_cases(client: TestClient) -> list[Case]:
 def case_of(client: TestClient, event: Event) -> Case:
     with Session(client.app.state.runtime.engine) as session:
         case = repository.get_case_by_track(session, track_id=event.data["track_id"])
+    assert case is not None
+    return case
+
+
+def case_of_id(client: TestClient, case_id: uuid.UUID) -> Case:
+    with Session(client.app.state.runtime.engine) as session:
+        case = session.get(Case, case_id)
     assert case is not None
     return case
 
@@ -1263,7 +1281,11 @@ def test_a_bridge_that_does_not_hand_out_the_key_leaves_the_case_readable(
     assert (body["disclosure"], body["disclosure_status"]) == (None, "unavailable")
     assert body["case_id"] == str(case_id)
     slug = "call-unavailable" if bridge == "down" else "not-found"
-    [line] = [r.getMessage() for r in caplog.records if str(case_id) in r.getMessage()]
+    [line] = [
+        r.getMessage()
+        for r in caplog.records
+        if str(case_id) in r.getMessage() and "key" in r.getMessage()
+    ]
     assert slug in line
     # Nothing is stored about it: the next read asks again.
     assert case_of(cases, event).disclosure_status == "disclosed"
@@ -1291,6 +1313,221 @@ def test_transition_responses_do_not_carry_the_package(cases, issuer):
     assert outbox(cases, "audit.case-resolution.case.read") == []
     # A transition does not open the package: the bridge is not asked.
     assert cases.bridge.calls == []
+
+
+# ---------------------------------------------------------------- who looked (F9)
+
+READ = "secondline.case.disclosure.read"
+
+
+def test_every_read_that_shows_a_disclosure_tells_the_bridge_who_read_what(cases, issuer):
+    event = routed()
+    feed(cases, event)
+    case_id = case_of(cases, event).case_id
+
+    read(cases, issuer, case_id, COACH)
+    read(cases, issuer, case_id, {**COACH, "sub": "coach-2"})
+
+    reads = [e for _, e in outbox(cases, READ)]
+    assert len(reads) == 2
+    first = reads[0]
+    assert set(first.data) == {
+        "read_id",
+        "track_id",
+        "role",
+        "agency",
+        "office",
+        "categories",
+        "at",
+    }
+    assert (first.subject, first.data["track_id"]) == (event.data["track_id"],) * 2
+    assert {k: first.data[k] for k in ("role", "agency", "office", "categories")} == {
+        "role": "icam_coach",
+        "agency": IO,
+        "office": "brussels",
+        "categories": ["identity", "intentions", "needs"],
+    }
+    assert reads[0].data["read_id"] != reads[1].data["read_id"]
+    # Who is a role and an office, never a name: no `sub`, no case id or reference, no data.
+    for sent in reads:
+        text = json.dumps(sent.data)
+        for hidden in ("coach-1", "coach-2", str(case_id), case_of(cases, event).case_ref):
+            assert hidden not in text
+        assert PACKAGE_CANARY not in text
+
+
+@pytest.mark.parametrize("situation", ["withdrawn", "bridge_down", "nothing_disclosed"])
+def test_a_read_that_shows_no_disclosure_tells_the_bridge_nothing(cases, issuer, situation):
+    event = routed(disclosure=None) if situation == "nothing_disclosed" else routed()
+    feed(cases, event)
+    if situation == "withdrawn":
+        cases.bridge.withdrawn.add(KEY_ID)
+    elif situation == "bridge_down":
+        cases.bridge.down = True
+
+    body = read(cases, issuer, case_of(cases, event).case_id, COACH)
+
+    assert not body["disclosure"]
+    assert outbox(cases, READ) == []
+
+
+def test_the_reader_role_is_the_one_of_the_cases_agency():
+    assert domain.reader_role({"icam_coach"}, agency=IO) == "icam_coach"
+    assert domain.reader_role({"return_counsellor"}, agency=FEDASIL) == "return_counsellor"
+    assert domain.reader_role({"return_counsellor"}, agency=IO) == "second_line"
+
+
+# ---------------------------------------------------------------- joint review (F5, F6)
+
+
+def _linked_pair(client: TestClient, issuer: Any) -> tuple[uuid.UUID, uuid.UUID]:
+    """An ICAM case and a Fedasil case the bridge links (joint review on both consents)."""
+    legal, legal_id = case_in(client, issuer, "in-progress")
+    ret, ret_id = case_in(client, issuer, "on-hold", track="return")
+    client.bridge.links = {  # type: ignore[attr-defined]
+        legal.data["track_id"]: [ret.data["track_id"]],
+        ret.data["track_id"]: [legal.data["track_id"]],
+    }
+    return legal_id, ret_id
+
+
+def test_under_joint_review_each_case_worker_sees_the_other_tracks_status_and_outcome(
+    cases, issuer
+):
+    legal_id, ret_id = _linked_pair(cases, issuer)
+    completed = act(
+        cases, issuer, legal_id, "legal_stay", "complete", COACH, {"outcome": "legal_stay"}
+    )
+    assert completed.status_code == 200, completed.text
+
+    coach_view = cases.get(f"/v1/cases/{legal_id}", headers=issuer.headers(**COACH))
+    counsellor_view = cases.get(f"/v1/cases/{ret_id}", headers=issuer.headers(**COUNSELLOR))
+
+    assert coach_view.status_code == counsellor_view.status_code == 200
+    [other_of_coach] = coach_view.json()["joint_review"]["tracks"]
+    [other_of_counsellor] = counsellor_view.json()["joint_review"]["tracks"]
+    assert coach_view.json()["joint_review"]["status"] == "linked"
+    assert {k: other_of_coach[k] for k in ("agency", "track", "status", "outcome")} == {
+        "agency": FEDASIL,
+        "track": "return",
+        "status": "on-hold",
+        "outcome": None,
+    }
+    assert {k: other_of_counsellor[k] for k in ("agency", "track", "status", "outcome")} == {
+        "agency": IO,
+        "track": "legal_stay",
+        "status": "completed",
+        "outcome": "legal_stay",
+    }
+    assert other_of_counsellor["outcome_category"] == "permanent"
+    # Status and outcome only: nothing of the other case itself (id, pseudonym, assignee, notes,
+    # reason, disclosure) reaches the other agency.
+    assert set(other_of_coach) == {
+        "agency",
+        "track",
+        "status",
+        "outcome",
+        "outcome_category",
+        "closed_at",
+        "updated_at",
+    }
+    legal_case, ret_case = (
+        case_of_id(cases, legal_id),
+        case_of_id(cases, ret_id),
+    )
+    for hidden in (str(legal_id), legal_case.case_ref, "coach-1", legal_case.track_id):
+        assert hidden not in counsellor_view.text
+    for hidden in (str(ret_id), ret_case.case_ref, "counsellor-1", ret_case.track_id):
+        assert hidden not in coach_view.text
+    # The read record names the linked case by id (for the auditor), never its contents.
+    reads = [e.data for _, e in outbox(cases, "audit.case-resolution.case.read")]
+    assert [(r["resource_id"], r["joint_review"], r["linked_case_ids"]) for r in reads] == [
+        (str(legal_id), "linked", [str(ret_id)]),
+        (str(ret_id), "linked", [str(legal_id)]),
+    ]
+
+
+def test_without_joint_review_a_case_shows_nothing_of_the_other_agency(cases, issuer):
+    legal_id, _ = _linked_pair(cases, issuer)
+    cases.bridge.links = {}
+
+    body = read(cases, issuer, legal_id, COACH)
+
+    assert body["joint_review"] == {"status": "not_consented", "tracks": []}
+    assert FEDASIL not in json.dumps(body)
+    [record] = [e.data for _, e in outbox(cases, "audit.case-resolution.case.read")]
+    assert (record["joint_review"], record["linked_case_ids"]) == ("not_consented", [])
+
+
+def test_the_bridge_is_asked_on_every_read_so_an_unlink_shows_at_once(cases, issuer):
+    """Zone B keeps no link: a withdrawn joint review is honoured by the very next read."""
+    legal_id, _ = _linked_pair(cases, issuer)
+    assert read(cases, issuer, legal_id, COACH)["joint_review"]["status"] == "linked"
+
+    cases.bridge.links.clear()
+
+    assert read(cases, issuer, legal_id, COACH)["joint_review"]["status"] == "not_consented"
+    track_id = case_of_id(cases, legal_id).track_id
+    assert cases.bridge.link_calls == [track_id, track_id]
+
+
+def test_a_link_to_a_case_of_the_same_agency_is_never_shown(cases, issuer):
+    """Whatever the bridge answers, joint review is between the two agencies only (F7)."""
+    legal, legal_id = case_in(cases, issuer, "accepted")
+    other, _ = case_in(cases, issuer, "requested", office="antwerp")
+    cases.bridge.links = {legal.data["track_id"]: [other.data["track_id"], "T-unknown"]}
+
+    body = read(cases, issuer, legal_id, COACH)
+
+    assert body["joint_review"] == {"status": "linked", "tracks": []}
+    assert "antwerp" not in json.dumps(body["joint_review"])
+
+
+def test_a_bridge_without_a_joint_review_answer_leaves_the_case_readable(cases, issuer, caplog):
+    legal_id, _ = _linked_pair(cases, issuer)
+    cases.bridge.down = True
+
+    body = read(cases, issuer, legal_id, COACH)
+
+    assert body["joint_review"] == {"status": "unavailable", "tracks": []}
+    assert body["case_id"] == str(legal_id) and body["status"] == "in-progress"
+    assert any(
+        str(legal_id) in r.getMessage() and "joint-review" in r.getMessage() for r in caplog.records
+    )
+
+
+class _Runtime:
+    """A stand-in for the runtime's blocking call (a pure unit test of the reply check)."""
+
+    def __init__(self, reply: Any) -> None:
+        self.reply, self.asked = reply, []
+
+    def call(self, link: str, subject: str, payload: Any, *, timeout: float) -> Any:
+        self.asked.append((link, subject, payload))
+        return self.reply
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {},
+        {"linked_track_ids": "T-1"},
+        {"linked_track_ids": [1]},
+        {"linked_track_ids": [""]},
+        {"linked_track_ids": ["x" * 65]},
+        {"linked_track_ids": [f"T-{i}" for i in range(17)]},
+    ],
+)
+def test_a_malformed_joint_review_reply_is_a_failed_call(reply):
+    with pytest.raises(Unavailable) as raised:
+        bridge_link_finder(_Runtime(reply), timeout=1.0)("T-0")  # type: ignore[arg-type]
+    assert raised.value.slug == "call-failed"
+
+
+def test_the_joint_review_call_names_the_track_only():
+    runtime = _Runtime({"linked_track_ids": ["T-2"]})
+    assert bridge_link_finder(runtime, timeout=1.0)("T-1") == ["T-2"]  # type: ignore[arg-type]
+    assert runtime.asked == [("default", "svc.referral.joint-review", {"track_id": "T-1"})]
 
 
 # ---------------------------------------------------------------- requester cancel and withdrawal (F4)
@@ -1484,8 +1721,8 @@ def test_cancel_and_routing_in_either_order_end_in_the_same_cancelled_case(
     body = read(cases, issuer, stored.case_id, COACH)
     assert body["disclosure"] == (None if withdrawn else PACKAGE)
     assert pending_cancels(cases) == []
-    # The bridge sent the cancel: nothing goes back to it.
-    assert outbox(cases, "secondline.") == []
+    # The bridge sent the cancel: no status goes back to it.
+    assert outbox(cases, "secondline.case.track.") == []
 
 
 @pytest.mark.parametrize("reason", ["consent_withdrawn", "requester_cancelled"])
@@ -1665,7 +1902,7 @@ def test_coach_assesses_options_and_every_assessment_is_kept(cases, issuer):
         ("create", "9ter", "needs_info"),
     ]
     # Track work is not an event: nothing but status and outcome flows back (F6).
-    assert [e.type for _, e in outbox(cases, "secondline.")] == [
+    assert [e.type for _, e in outbox(cases, "secondline.case.track.")] == [
         ACCEPTED,
         "secondline.case.track.status-changed",
     ]
@@ -2119,6 +2356,7 @@ def test_case_read_shows_the_whole_case_and_no_bridge_identifier(cases, issuer):
         "sessions",
         "decisions",
         "disclosure_requests",
+        "joint_review",
         "created_at",
         "updated_at",
     }
@@ -2609,6 +2847,7 @@ def test_bad_package_is_dead_lettered_and_withdrawal_purges_through_the_real_ser
     app = create_app(service_settings(Settings, "case-resolution"))
     bridge = FakeBridge()
     app.dependency_overrides[get_key_fetcher] = lambda: bridge.fetch
+    app.dependency_overrides[get_link_finder] = lambda: bridge.find_links
     with running(app) as client:
         eventually(lambda: client.get("/readyz").status_code == 200, "the NATS link")
         smuggled = routed(disclosure=DISCLOSURE)
@@ -2642,8 +2881,8 @@ def test_bad_package_is_dead_lettered_and_withdrawal_purges_through_the_real_ser
         assert (stored.status, stored.status_reason) == ("cancelled", "consent_withdrawn")
         assert disclosure_is_sql_null(client, good)
         assert good.data["disclosure"]["ciphertext"] not in raw_rows(client)
-        # No event went back to the bridge for a cancel it sent itself.
-        assert outbox(client, "secondline.") == []
+        # No status went back to the bridge for a cancel it sent itself.
+        assert outbox(client, "secondline.case.track.") == []
 
 
 # ---------------------------------------------------------------- with the real bridge

@@ -29,11 +29,12 @@ from twoline_intake.config import Settings as IntakeSettings
 from twoline_intake.domain import disclosure_package
 from twoline_referral import domain, repository, service
 from twoline_referral.app import create_app
-from twoline_referral.calls import DISCLOSURE_KEY, on_disclosure_key
+from twoline_referral.calls import DISCLOSURE_KEY, on_disclosure_key, on_joint_review
 from twoline_referral.config import DEMO_OFFICES, Office, Settings
 from twoline_referral.consumers import bindings
 from twoline_referral.disclosure import checked
 from twoline_referral.models import (
+    AccessLogEntry,
     ConsentView,
     DataKey,
     DisclosureRequest,
@@ -1577,6 +1578,225 @@ def test_the_key_call_hands_out_a_key_only_for_a_track_routed_under_it(referral,
     assert audits[0][1]["consent_id"] == grants[IO].data["consent_id"]
     for row, _ in audits:
         assert reply["key"] not in row.payload.decode() and PKG not in row.payload.decode()
+
+
+# ---------------------------------------------------------------- who looked (F9)
+
+
+def disclosure_read(track_id: str, **overrides: Any) -> Event:
+    """A `secondline.case.disclosure.read` event exactly as docs/events.md defines it."""
+    data = {
+        "read_id": str(uuid.uuid4()),
+        "track_id": track_id,
+        "role": "icam_coach",
+        "agency": IO,
+        "office": "brussels",
+        "categories": ["needs", "intentions"],
+        "at": datetime.now(UTC).isoformat(),
+        **overrides,
+    }
+    return new_event(
+        source="twoline/case-resolution",
+        type="secondline.case.disclosure.read",
+        subject=track_id,
+        **data,
+    )
+
+
+def access_log(client: TestClient, issuer: Any, referral_id: str, who: Any = NGO_GHENT) -> Any:
+    return client.get(f"/v1/referrals/{referral_id}/access-log", headers=issuer.headers(**who))
+
+
+def test_the_ngo_reads_who_looked_at_each_track_once_per_read(referral, issuer):
+    client_ref, _ = new_client(referral)
+    created = post_referral(referral, issuer, client_ref)
+    referral_id = created.json()["referral_id"]
+    routed = routed_by_agency(referral)
+    io, fedasil = routed[IO]["track_id"], routed[FEDASIL]["track_id"]
+    first = disclosure_read(io)
+    second = disclosure_read(fedasil, role="return_counsellor", agency=FEDASIL, office="ghent")
+
+    feed(referral, first, first, second)  # the first one redelivered
+
+    response = access_log(referral, issuer, referral_id)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["count"] == 2
+    assert [
+        (e["track_id"], e["track"], e["role"], e["agency"], e["office"], e["categories"])
+        for e in body["data"]
+    ] == [
+        (io, "legal_stay", "icam_coach", IO, "brussels", ["intentions", "needs"]),
+        (fedasil, "return", "return_counsellor", FEDASIL, "ghent", ["intentions", "needs"]),
+    ]
+    [audit] = [e.data for _, e in outbox(referral, "audit.referral.access-log.read")]
+    assert (audit["resource_id"], audit["count"]) == (referral_id, 2)
+    # Another org's caseworker gets the 404 of an unknown referral, and pages work.
+    other = {**NGO_GHENT, "org": "ngo-liege"}
+    assert_problem(access_log(referral, issuer, referral_id, other), 404, "not-found")
+    paged = referral.get(
+        f"/v1/referrals/{referral_id}/access-log",
+        params={"limit": 1, "offset": 1},
+        headers=issuer.headers(**NGO_GHENT),
+    ).json()
+    assert (paged["count"], [e["track_id"] for e in paged["data"]]) == (2, [fedasil])
+
+
+def test_a_read_of_an_unknown_track_or_by_another_agency_is_ignored(referral, issuer, caplog):
+    client_ref, _ = new_client(referral)
+    referral_id = post_referral(referral, issuer, client_ref).json()["referral_id"]
+    io = routed_by_agency(referral)[IO]["track_id"]
+
+    feed(referral, disclosure_read(str(uuid.uuid4())), disclosure_read(io, agency=FEDASIL))
+
+    assert access_log(referral, issuer, referral_id).json()["count"] == 0
+    assert count(referral, AccessLogEntry) == 0
+    assert sum("ignored" in r.getMessage() for r in caplog.records) == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"role": "Coach Anna"},
+        {"categories": []},
+        {"categories": ["name"]},
+        {"at": None},
+        {"office": ""},
+    ],
+)
+def test_a_read_event_breaking_its_contract_is_refused(referral, issuer, change):
+    client_ref, _ = new_client(referral)
+    post_referral(referral, issuer, client_ref)
+    io = routed_by_agency(referral)[IO]["track_id"]
+    with pytest.raises(ValueError):  # pydantic: the consumer retries, then dead-letters it
+        feed(referral, disclosure_read(io, **change))
+    assert count(referral, AccessLogEntry) == 0
+
+
+def test_the_access_log_of_an_unknown_referral_is_404(referral, issuer):
+    assert_problem(access_log(referral, issuer, str(uuid.uuid4())), 404, "not-found")
+    assert access_log(referral, issuer, "not-a-uuid").status_code == 422
+
+
+# ---------------------------------------------------------------- joint review (F5, F6)
+
+JOINT = ("referral", "feedback", "joint_review")
+
+
+def ask_links(client: TestClient, track_id: str) -> list[str]:
+    """The joint-review call's handler, in its own transaction as the responder runs it."""
+    with contextlib.contextmanager(session_scope)(client.app.state.runtime.engine) as session:
+        return on_joint_review(session, {"track_id": track_id})["linked_track_ids"]
+
+
+@pytest.mark.parametrize(
+    ("io_purposes", "fedasil_purposes", "linked"),
+    [
+        (JOINT, JOINT, True),
+        (JOINT, ("referral", "feedback"), False),
+        (("referral", "feedback"), JOINT, False),
+        (("referral",), ("referral",), False),
+    ],
+)
+def test_the_two_tracks_are_linked_only_when_both_consents_grant_joint_review(
+    referral, issuer, io_purposes, fedasil_purposes, linked
+):
+    client_ref, _ = new_client(referral, purposes={IO: io_purposes, FEDASIL: fedasil_purposes})
+    assert post_referral(referral, issuer, client_ref).status_code == 201
+    routed = routed_by_agency(referral)
+    io, fedasil = routed[IO]["track_id"], routed[FEDASIL]["track_id"]
+
+    assert ask_links(referral, io) == ([fedasil] if linked else [])
+    assert ask_links(referral, fedasil) == ([io] if linked else [])
+    # Only a link handed out is a disclosure the auditor sees (ids only).
+    audits = [e.data for _, e in outbox(referral, "audit.referral.joint-review.disclose")]
+    assert len(audits) == (2 if linked else 0)
+
+
+def test_joint_review_links_a_later_referral_of_the_same_client_and_no_other(referral, issuer):
+    """One referral to ICAM, a later one to Fedasil: the same person, so the same review."""
+    client_ref, grants = new_client(referral, purposes={IO: JOINT, FEDASIL: JOINT})
+    stranger, _ = new_client(referral, purposes={IO: JOINT, FEDASIL: JOINT})
+    for ref, track in ((client_ref, "legal_stay"), (stranger, "return"), (client_ref, "return")):
+        assert post_referral(referral, issuer, ref, tracks=[track]).status_code == 201
+    io, stranger_fedasil, fedasil = [e.data["track_id"] for _, e in outbox(referral, ROUTED)]
+
+    assert ask_links(referral, io) == [fedasil]
+    assert ask_links(referral, fedasil) == [io]
+    assert stranger_fedasil not in ask_links(referral, io)
+    first, *_ = [e.data for _, e in outbox(referral, "audit.referral.joint-review.disclose")]
+    assert (first["track_id"], first["linked_track_ids"], first["purpose"]) == (
+        io,
+        [fedasil],
+        "joint_review",
+    )
+    assert (first["consent_id"], first["linked_consent_ids"]) == (
+        grants[IO].data["consent_id"],
+        [grants[FEDASIL].data["consent_id"]],
+    )
+    assert client_ref not in json.dumps(first)
+
+
+@pytest.mark.parametrize("withdrawn", [IO, FEDASIL])
+def test_withdrawing_either_consent_unlinks_both_sides(referral, issuer, withdrawn):
+    client_ref, grants = new_client(referral, purposes={IO: JOINT, FEDASIL: JOINT})
+    assert post_referral(referral, issuer, client_ref).status_code == 201
+    routed = routed_by_agency(referral)
+    io, fedasil = routed[IO]["track_id"], routed[FEDASIL]["track_id"]
+    assert ask_links(referral, io) == [fedasil]
+
+    feed(referral, consent_withdrawn(grants[withdrawn]))
+
+    assert ask_links(referral, io) == []
+    assert ask_links(referral, fedasil) == []
+
+
+def test_the_joint_review_call_refuses_an_unknown_track_and_a_malformed_request(referral):
+    unknown = str(uuid.uuid4())
+    with pytest.raises(NotFound):
+        ask_links(referral, unknown)
+    for payload in ({"track_id": "T-1"}, {}, {"track_id": unknown, "more": 1}):
+        engine = referral.app.state.runtime.engine
+        with (
+            contextlib.contextmanager(session_scope)(engine) as session,
+            pytest.raises(ValueError),  # pydantic: the call answers 422
+        ):
+            on_joint_review(session, payload)
+    # The refusal is an audit record of its own (the call's transaction rolled back).
+    [denied] = [e.data for _, e in outbox(referral, "audit.referral.joint-review.disclose")]
+    assert (denied["outcome"], denied["reason"], denied["track_id"]) == (
+        "denied",
+        "not-found",
+        unknown,
+    )
+
+
+def test_joint_review_rule_needs_both_consents_active_current_and_granting_it():
+    now = datetime.now(UTC)
+    joint = ["referral", "joint_review"]
+
+    class _Track:
+        def __init__(self, track_id: str, agency: str, consent_id: str) -> None:
+            self.track_id, self.agency, self.consent_id = track_id, agency, consent_id
+
+    track = _Track("T-io", IO, "CNS-io")
+    partners = [_Track("T-f1", FEDASIL, "CNS-f1"), _Track("T-io2", IO, "CNS-io")]
+
+    def linked(**partner_consent: Any) -> list[str]:
+        consents = {
+            "CNS-io": _Consent(consent_id="CNS-io", recipient=IO, purposes=joint),
+            "CNS-f1": _Consent(**{"consent_id": "CNS-f1", "purposes": joint, **partner_consent}),
+        }
+        found = domain.joint_review_partners(track, partners, consents, now=now)
+        return [p.track_id for p in found]
+
+    # Never a track of the same agency, even under the same consent.
+    assert linked() == ["T-f1"]
+    assert linked(purposes=["referral", "feedback"]) == []
+    assert linked(status="inactive") == []
+    assert linked(valid_until=now - timedelta(seconds=1)) == []
+    assert linked(valid_from=now + timedelta(hours=1)) == []
+    assert domain.joint_review_partners(track, partners, {}, now=now) == []
 
 
 class _Key:

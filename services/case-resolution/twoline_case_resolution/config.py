@@ -14,9 +14,10 @@ class Settings(ServiceSettings):
     port: int = 8004
     database_url: str = "sqlite:///.twoline/case-resolution.db"
     nats_user: str = "case-resolution"
-    # How long a case read waits for the bridge to hand out a package's key; after that the case
-    # is shown with `disclosure_status` `unavailable` (never a 500).
-    disclosure_key_timeout_seconds: float = Field(default=2.0, gt=0, le=10)
+    # How long a case read waits for each of the bridge's answers (the package's key, the joint
+    # review); after that the case is shown with `disclosure_status` or `joint_review.status`
+    # `unavailable` (never a 500).
+    bridge_call_timeout_seconds: float = Field(default=2.0, gt=0, le=10)
 
 
 @lru_cache

@@ -90,6 +90,14 @@ def performs(*, roles: Iterable[str], agency: str | None, track: Track) -> bool:
     return role.value in set(roles) and agency == ROLE_AGENCY[role].value
 
 
+def reader_role(roles: Iterable[str], *, agency: str) -> str:
+    """The second-line role a reader of `agency`'s case reads in (F9: a role, never a name)."""
+    fitting = sorted(
+        r.value for r, a in ROLE_AGENCY.items() if r.value in set(roles) and a == agency
+    )
+    return fitting[0] if fitting else "second_line"
+
+
 def check_may_set(*, party: Party | None, target: TaskStatus) -> None:
     """Raise NotYourTrack unless `party` is one that may set `target` at all (403)."""
     if party is None or target not in MAY_SET[party]:

@@ -474,6 +474,39 @@ class DisclosureRequestPublic(SQLModel):
     decided_at: datetime | None
 
 
+class JointReviewStatus(StrEnum):
+    # The person consented to joint review for both agencies: the other track is shown.
+    LINKED = "linked"
+    # No `joint_review` consent on one side or the other (or no other track): nothing is shown.
+    NOT_CONSENTED = "not_consented"
+    # The bridge did not answer this read: nothing is shown.
+    UNAVAILABLE = "unavailable"
+
+
+class LinkedTrackPublic(BaseModel):
+    """The other agency's track as joint review shows it: its status and outcome, nothing of
+    its case (no case id or reference, no notes, no disclosure, no assignee)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    agency: Agency
+    track: Track
+    status: TaskStatus
+    outcome: Outcome | None
+    closed_at: datetime | None
+    updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def outcome_category(self) -> OutcomeCategory | None:
+        return OUTCOME_CATEGORY[self.outcome] if self.outcome else None
+
+
+class JointReviewPublic(BaseModel):
+    status: JointReviewStatus
+    tracks: list[LinkedTrackPublic] = PydanticField(default_factory=list)
+
+
 class CaseDetailPublic(CasePublic):
     """A case with its disclosure and track work; reading it is an audited read (F9)."""
 
@@ -489,6 +522,8 @@ class CaseDetailPublic(CasePublic):
     decisions: list[DecisionPublic]
     # Step-up requests (F5), oldest first: pending, released (by a new consent) or refused.
     disclosure_requests: list[DisclosureRequestPublic]
+    # The other agency's track for the same person, only under `joint_review` from both sides.
+    joint_review: JointReviewPublic
 
 
 # ---------------------------------------------------------------- consumed events

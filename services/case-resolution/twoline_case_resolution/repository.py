@@ -41,6 +41,19 @@ def get_case_by_track(session: Session, *, track_id: str) -> Case | None:
     return session.exec(select(Case).where(Case.track_id == track_id)).first()
 
 
+def cases_by_tracks(session: Session, *, track_ids: list[str]) -> list[Case]:
+    """The cases zone B holds for these tracks, oldest routed first."""
+    if not track_ids:
+        return []
+    return list(
+        session.exec(
+            select(Case)
+            .where(Case.track_id.in_(track_ids))  # type: ignore[attr-defined]
+            .order_by(Case.routed_at, Case.case_id)  # type: ignore[arg-type]
+        ).all()
+    )
+
+
 def case_ref_taken(session: Session, *, case_ref: str) -> bool:
     return session.exec(select(Case.case_id).where(Case.case_ref == case_ref)).first() is not None
 

@@ -10,7 +10,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 
 from twoline_case_resolution import service
-from twoline_case_resolution.disclosure import KeyFetcher, bridge_key_fetcher
+from twoline_case_resolution.disclosure import (
+    KeyFetcher,
+    LinkFinder,
+    bridge_key_fetcher,
+    bridge_link_finder,
+)
 from twoline_case_resolution.domain import LegalStayOption
 from twoline_case_resolution.models import (
     AssessOption,
@@ -45,12 +50,19 @@ def get_current_case(case_id: uuid.UUID, session: SessionDep, principal: SecondL
 def get_key_fetcher(request: Request) -> KeyFetcher:
     """The data key of a sealed package, asked of the bridge over the running service's link."""
     runtime = request.app.state.runtime
-    return bridge_key_fetcher(runtime, timeout=runtime.settings.disclosure_key_timeout_seconds)
+    return bridge_key_fetcher(runtime, timeout=runtime.settings.bridge_call_timeout_seconds)
+
+
+def get_link_finder(request: Request) -> LinkFinder:
+    """The tracks a case may be reviewed with (joint review), asked of the bridge likewise."""
+    runtime = request.app.state.runtime
+    return bridge_link_finder(runtime, timeout=runtime.settings.bridge_call_timeout_seconds)
 
 
 # A case of the caller's agency, in their office or assigned to them; else 404 (F7).
 CurrentCase = Annotated[Case, Depends(get_current_case)]
 KeyFetcherDep = Annotated[KeyFetcher, Depends(get_key_fetcher)]
+LinkFinderDep = Annotated[LinkFinder, Depends(get_link_finder)]
 
 router = APIRouter(tags=["cases"])
 
@@ -70,10 +82,17 @@ def read_queue(
 
 @router.get("/cases/{case_id}", response_model=CaseDetailPublic)
 def read_case(
-    case: CurrentCase, session: SessionDep, principal: SecondLine, fetch_key: KeyFetcherDep
+    case: CurrentCase,
+    session: SessionDep,
+    principal: SecondLine,
+    fetch_key: KeyFetcherDep,
+    find_links: LinkFinderDep,
 ):
-    """Read one case of your office, or one assigned to you, with its disclosure (audited)."""
-    return service.read_case(session, principal=principal, case=case, fetch_key=fetch_key)
+    """Read one case of your office, or one assigned to you, with its disclosure and, under
+    `joint_review`, the other agency's track (audited)."""
+    return service.read_case(
+        session, principal=principal, case=case, fetch_key=fetch_key, find_links=find_links
+    )
 
 
 @router.post("/cases/{case_id}/tracks/{track}/accept", response_model=CasePublic)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlmodel import Session
 
 from twoline_case_resolution import domain, repository
-from twoline_case_resolution.disclosure import KeyFetcher
+from twoline_case_resolution.disclosure import KeyFetcher, LinkFinder
 from twoline_case_resolution.domain import ClientDecision, LegalStayOption, ReturnStep
 from twoline_case_resolution.models import (
     AssessOption,
@@ -29,6 +29,9 @@ from twoline_case_resolution.models import (
     DisclosureRequestCreate,
     DisclosureRequestPublic,
     DisclosureStatus,
+    JointReviewPublic,
+    JointReviewStatus,
+    LinkedTrackPublic,
     MoveReturnStep,
     OptionPublic,
     ReturnStepPublic,
@@ -50,6 +53,7 @@ from twoline_shared.outbox import add_event
 SERVICE = "case-resolution"
 SOURCE = "twoline/case-resolution"
 DISCLOSURE_REQUESTED = "secondline.case.disclosure.requested"
+DISCLOSURE_READ = "secondline.case.disclosure.read"
 
 log = logging.getLogger("twoline.case_resolution")
 
@@ -436,11 +440,45 @@ def _open_disclosure(
     return package, DisclosureStatus.DISCLOSED
 
 
+def _joint_review(
+    session: Session, case: Case, *, find_links: LinkFinder
+) -> tuple[JointReviewPublic, list[Case]]:
+    """The other agency's tracks this case may be reviewed with, as the bridge says now.
+
+    Zone B keeps no link between an ICAM and a Fedasil case (F5): the bridge is asked on every
+    read, and answers with tracks only while both consents grant `joint_review`. A track of
+    this case's own agency is never shown, whatever the answer.
+    """
+    try:
+        linked = find_links(case.track_id)
+    except ServiceError as exc:
+        log.warning("case %s: the bridge gave no joint-review answer (%s)", case.case_id, exc.slug)
+        return JointReviewPublic(status=JointReviewStatus.UNAVAILABLE), []
+    if not linked:
+        return JointReviewPublic(status=JointReviewStatus.NOT_CONSENTED), []
+    others = [
+        other
+        for other in repository.cases_by_tracks(session, track_ids=linked)
+        if other.agency != case.agency
+    ]
+    return JointReviewPublic(
+        status=JointReviewStatus.LINKED,
+        tracks=[LinkedTrackPublic.model_validate(other) for other in others],
+    ), others
+
+
 def read_case(
-    session: Session, *, principal: Principal, case: Case, fetch_key: KeyFetcher
+    session: Session,
+    *,
+    principal: Principal,
+    case: Case,
+    fetch_key: KeyFetcher,
+    find_links: LinkFinder,
 ) -> CaseDetailPublic:
-    """The case with its disclosure and track work; the read and its categories are audited (F9)."""
+    """The case with its disclosure, track work and joint review; the read, its categories and
+    any linked case shown are audited (F9)."""
     package, disclosure_status = _open_disclosure(case, fetch_key=fetch_key)
+    joint_review, linked_cases = _joint_review(session, case, find_links=find_links)
     order = list(LegalStayOption)
     options = sorted(
         repository.list_options(session, case_id=case.case_id),
@@ -469,6 +507,7 @@ def read_case(
                 DisclosureRequestPublic.model_validate(r)
                 for r in repository.list_disclosure_requests(session, case_id=case.case_id)
             ],
+            "joint_review": joint_review,
         },
     )
     record_audit(
@@ -482,8 +521,37 @@ def read_case(
         # F9: which categories of personal data this read showed (codes, never values).
         categories=sorted(package) if package else [],
         disclosure_status=disclosure_status,
+        joint_review=joint_review.status,
+        linked_case_ids=[str(other.case_id) for other in linked_cases],
     )
+    if package:
+        _tell_the_ngo_who_read(session, principal=principal, case=case, categories=sorted(package))
     return detail
+
+
+def _tell_the_ngo_who_read(
+    session: Session, *, principal: Principal, case: Case, categories: list[str]
+) -> None:
+    """F9: the person can know who looked. Every read that showed disclosed data goes to the
+    bridge as ids and codes: the reader's role, agency and office (never their name or `sub`),
+    the categories shown and when. The NGO shows it per referral (its access log)."""
+    at = utcnow()
+    read_id = str(uuid.uuid4())
+    add_event(
+        session,
+        new_event(
+            source=SOURCE,
+            type=DISCLOSURE_READ,
+            subject=case.track_id,
+            read_id=read_id,
+            track_id=case.track_id,
+            role=domain.reader_role(principal.roles, agency=case.agency),
+            agency=principal.agency,
+            office=principal.office,
+            categories=categories,
+            at=at.isoformat(),
+        ),
+    )
 
 
 # ---------------------------------------------------------------- the task status

@@ -12,6 +12,7 @@ from twoline_referral.models import (
     ClientRegistered,
     ConsentGranted,
     ConsentWithdrawn,
+    DisclosureRead,
     DisclosureRequested,
     TrackStatusChanged,
 )
@@ -20,6 +21,7 @@ from twoline_shared.inbox import ConsumerBinding, Handler
 
 TRACK_STATUS = "secondline.case.track."
 DISCLOSURE_REQUESTED = "secondline.case.disclosure.requested"
+DISCLOSURE_READ = "secondline.case.disclosure.read"
 
 
 def on_client_registered(session: Session, event: Event) -> None:
@@ -57,6 +59,11 @@ def on_disclosure_requested(session: Session, event: Event) -> None:
     service.record_disclosure_request(session, data=DisclosureRequested.model_validate(event.data))
 
 
+def on_disclosure_read(session: Session, event: Event) -> None:
+    """Zone B showed a disclosure to a case worker (F9): kept for the person's access log."""
+    service.record_disclosure_read(session, data=DisclosureRead.model_validate(event.data))
+
+
 def bindings(*, fetch_disclosure: Fetcher) -> list[ConsumerBinding]:
     """The bridge's two durable consumers; `fetch_disclosure` asks intake for a step-up release
     (the running service passes one over its first-line link, tests a stand-in)."""
@@ -68,6 +75,7 @@ def bindings(*, fetch_disclosure: Fetcher) -> list[ConsumerBinding]:
     secondline: dict[str, Handler] = {
         TRACK_STATUS + ">": on_track_status,
         DISCLOSURE_REQUESTED: on_disclosure_requested,
+        DISCLOSURE_READ: on_disclosure_read,
     }
     return [
         ConsumerBinding(

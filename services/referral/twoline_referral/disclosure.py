@@ -6,7 +6,6 @@ into the routed event: its plaintext is never stored in a bridge table or the ou
 audited (F2, F4, F8).
 """
 
-import concurrent.futures
 from collections.abc import Callable
 from typing import Any
 
@@ -38,10 +37,8 @@ def intake_fetcher(runtime: ServiceRuntime, *, timeout: float) -> Fetcher:
 
     def fetch(client_ref: str, org: str, categories: list[str]) -> dict[str, dict[str, Any]]:
         payload = {"client_ref": client_ref, "org": org, "categories": categories}
-        try:
-            reply = runtime.call("firstline", DISCLOSURE_CALL, payload, timeout=timeout)
-        except concurrent.futures.TimeoutError as exc:
-            raise Unavailable("Intake did not answer in time.", slug="call-unavailable") from exc
+        # A call nobody answers in time is a 503 `call-unavailable` (ServiceRuntime.call).
+        reply = runtime.call("firstline", DISCLOSURE_CALL, payload, timeout=timeout)
         return checked(reply, client_ref=client_ref, asked=categories)
 
     return fetch

@@ -291,18 +291,52 @@ def is_open(status: str) -> bool:
     return not tasks.is_terminal(status)
 
 
-def consent_allows_feedback(consent: ConsentFacts | None, *, now: datetime) -> bool:
-    """F6: status reason, outcome and progress go back to the NGO only under an active, current
-    consent that grants `feedback`."""
+def consent_grants(consent: ConsentFacts | None, purpose: Purpose, *, now: datetime) -> bool:
+    """Whether `consent` is active and current now, and grants `purpose`."""
     if consent is None:
         return False
     now = as_utc(now)
     return (
         consent.status == ConsentStatus.ACTIVE
-        and Purpose.FEEDBACK.value in consent.purposes
+        and purpose.value in consent.purposes
         and (consent.valid_from is None or as_utc(consent.valid_from) <= now)
         and (consent.valid_until is None or now < as_utc(consent.valid_until))
     )
+
+
+def consent_allows_feedback(consent: ConsentFacts | None, *, now: datetime) -> bool:
+    """F6: status reason, outcome and progress go back to the NGO only under an active, current
+    consent that grants `feedback`."""
+    return consent_grants(consent, Purpose.FEEDBACK, now=now)
+
+
+class TrackFacts(Protocol):
+    track_id: Any
+    agency: str
+    consent_id: str
+
+
+def joint_review_partners(
+    track: TrackFacts,
+    candidates: Iterable[TrackFacts],
+    consents: Mapping[str, ConsentFacts],
+    *,
+    now: datetime,
+) -> list[TrackFacts]:
+    """The other agency's tracks for the same person that `track` may be reviewed with (F5, F6).
+
+    Only while *both* consents, the one `track` went under and the partner's, are active,
+    current and grant `joint_review`: the person agreed, for each agency, that the two may see
+    each other's track. Without it ICAM and Fedasil cannot join their cases at all.
+    """
+    if not consent_grants(consents.get(track.consent_id), Purpose.JOINT_REVIEW, now=now):
+        return []
+    return [
+        partner
+        for partner in candidates
+        if partner.agency != track.agency
+        and consent_grants(consents.get(partner.consent_id), Purpose.JOINT_REVIEW, now=now)
+    ]
 
 
 def outcome_category(outcome: str | None) -> OutcomeCategory | None:

@@ -176,6 +176,45 @@ class DisclosureRefuse(SQLModel):
     reason: RefuseReason | None = None
 
 
+class AccessLogEntry(SQLModel, table=True):
+    """One read of a track's disclosure in zone B (F9: the person can know who looked).
+
+    Who is a role, an agency and an office, never a name; what is the categories shown.
+    """
+
+    __tablename__ = "referral_access_log"
+    __table_args__ = (sa.Index("ix_referral_access_log_referral_at", "referral_id", "read_at"),)
+
+    # Zone B's id for the read (a UUID as text): a redelivered event is recorded once.
+    read_id: str = Field(primary_key=True, max_length=64)
+    track_id: uuid.UUID = Field(foreign_key="referral_track.track_id")
+    referral_id: uuid.UUID = Field(foreign_key="referral.referral_id")
+    track: str = Field(max_length=16)
+    role: str = Field(max_length=32)
+    agency: str = Field(max_length=32)
+    office: str = Field(max_length=100)
+    categories: list[str] = Field(default_factory=list, sa_type=JSON)
+    read_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class AccessLogEntryPublic(SQLModel):
+    """A read as the NGO shows it to the person: which track, who (role, agency, office), what
+    (categories) and when."""
+
+    track_id: uuid.UUID
+    track: Track
+    role: str
+    agency: Agency
+    office: str
+    categories: list[DataCategory]
+    read_at: UtcDatetime
+
+
+class AccessLogPublic(SQLModel):
+    data: list[AccessLogEntryPublic]
+    count: int
+
+
 # ---------------------------------------------------------------- referrals
 
 
@@ -381,6 +420,25 @@ class TrackStatusChanged(_Payload):
         return self
 
 
+class DisclosureRead(_Payload):
+    """The data of `secondline.case.disclosure.read` (docs/events.md): ids and codes only."""
+
+    read_id: str = Field(min_length=1, max_length=64)
+    track_id: uuid.UUID
+    role: str = Field(min_length=1, max_length=32)
+    agency: str = Field(min_length=1, max_length=32)
+    office: str = Field(min_length=1, max_length=100)
+    categories: list[DataCategory] = Field(min_length=1, max_length=len(DataCategory))
+    at: UtcDatetime
+
+    @field_validator("role")
+    @classmethod
+    def _a_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z_]*", value):
+            raise ValueError("role must be a code")
+        return value
+
+
 class DisclosureRequested(_Payload):
     """The data of `secondline.case.disclosure.requested` (docs/events.md): codes only."""
 
@@ -414,6 +472,15 @@ class DisclosureKeyRequest(SQLModel):
 
     track_id: uuid.UUID
     key_id: str = Field(min_length=1, max_length=64)
+
+
+class JointReviewRequest(SQLModel):
+    """The request of `svc.referral.joint-review`: which tracks of the other agency the case of
+    this track may be reviewed with (F5, F6)."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    track_id: uuid.UUID
 
 
 class DisclosedPackage(_Payload):

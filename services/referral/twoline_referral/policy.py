@@ -16,6 +16,8 @@ POLICY: Policy = {
     ("GET", "/v1/referrals"): allow(Role.NGO_CASEWORKER, scope=Scope.ORG, reach=Reach.LIST),
     ("GET", "/v1/referrals/{referral_id}"): CASEWORKER,
     ("POST", "/v1/referrals/{referral_id}/cancel"): CASEWORKER,
+    # F9: who in zone B read the referral's disclosures (role, agency, office; never a name).
+    ("GET", "/v1/referrals/{referral_id}/access-log"): CASEWORKER,
     # F5 step-up: zone B's requests for the org's clients; releasing one is a new consent.
     ("GET", "/v1/disclosure-requests"): allow(
         Role.NGO_CASEWORKER, scope=Scope.ORG, reach=Reach.LIST

@@ -9,6 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
 from twoline_referral.models import (
+    AccessLogEntry,
     ConsentView,
     DataKey,
     DisclosureRequest,
@@ -76,6 +77,7 @@ def lock_consents(session: Session, *, consent_ids: Iterable[str]) -> list[Conse
 def save(
     session: Session,
     row: KnownClient
+    | AccessLogEntry
     | ConsentView
     | Referral
     | ReferralTrack
@@ -120,6 +122,24 @@ def add_referral(session: Session, *, referral: Referral) -> Referral:
 
 def get_track(session: Session, *, track_id: uuid.UUID) -> ReferralTrack | None:
     return session.get(ReferralTrack, track_id)
+
+
+def client_tracks(
+    session: Session, *, org: str, client_ref: str, agency: str
+) -> list[ReferralTrack]:
+    """Every track of one client of one org to one agency, newest first (for joint review)."""
+    return list(
+        session.exec(
+            select(ReferralTrack)
+            .join(Referral)
+            .where(
+                Referral.org == org,
+                Referral.client_ref == client_ref,
+                ReferralTrack.agency == agency,
+            )
+            .order_by(ReferralTrack.created_at.desc(), ReferralTrack.track_id)  # type: ignore[attr-defined]
+        ).all()
+    )
 
 
 def tracks_under_consent(session: Session, *, consent_id: str) -> list[ReferralTrack]:
@@ -220,6 +240,24 @@ def destroy_data_key(session: Session, *, consent_id: str, at: datetime) -> Data
 
 
 # ---------------------------------------------------------------- step-up requests (F5)
+
+
+def get_access_log_entry(session: Session, *, read_id: str) -> AccessLogEntry | None:
+    return session.get(AccessLogEntry, read_id)
+
+
+def access_log(
+    session: Session, *, referral_id: uuid.UUID, offset: int, limit: int
+) -> tuple[list[AccessLogEntry], int]:
+    """The reads of a referral's disclosures, oldest first."""
+    query = select(AccessLogEntry).where(AccessLogEntry.referral_id == referral_id)
+    count = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(
+        query.order_by(AccessLogEntry.read_at, AccessLogEntry.read_id)  # type: ignore[arg-type]
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return list(rows), count
 
 
 def get_disclosure_request(session: Session, *, request_id: str) -> DisclosureRequest | None:

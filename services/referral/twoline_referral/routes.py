@@ -9,6 +9,7 @@ from twoline_referral import service
 from twoline_referral.config import Settings
 from twoline_referral.disclosure import Fetcher, intake_fetcher
 from twoline_referral.models import (
+    AccessLogPublic,
     DisclosureRefuse,
     DisclosureRequestPublic,
     DisclosureRequestsPublic,
@@ -95,6 +96,18 @@ def cancel_referral(
 ):
     """Cancel every open track of a referral of your organisation (the note stays here)."""
     return service.cancel_referral(session, principal=principal, referral_id=referral_id, body=body)
+
+
+@router.get("/{referral_id}/access-log", response_model=AccessLogPublic)
+def read_access_log(
+    referral_id: uuid.UUID, session: SessionDep, principal: NgoCaseworker, page: PageDep
+):
+    """Who in the second line read which categories of this referral's data, and when (by
+    role, agency and office, never by name): what you can show the person."""
+    rows, count = service.read_access_log(
+        session, principal=principal, referral_id=referral_id, offset=page.offset, limit=page.limit
+    )
+    return AccessLogPublic(data=rows, count=count)
 
 
 @disclosure_requests.get("", response_model=DisclosureRequestsPublic)

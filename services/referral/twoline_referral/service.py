@@ -12,17 +12,21 @@ from sqlmodel import Session
 from twoline_referral import domain, repository
 from twoline_referral.disclosure import Fetcher
 from twoline_referral.models import (
+    AccessLogEntry,
+    AccessLogEntryPublic,
     BusinessStatus,
     ClientRegistered,
     ConsentGranted,
     ConsentView,
     ConsentWithdrawn,
     DisclosureKeyRequest,
+    DisclosureRead,
     DisclosureRefuse,
     DisclosureRequest,
     DisclosureRequested,
     DisclosureRequestPublic,
     DisclosureRequestStatus,
+    JointReviewRequest,
     KnownClient,
     Referral,
     ReferralCancel,
@@ -264,6 +268,61 @@ def _track_cancelled(track: ReferralTrack, *, reason: str, at: datetime) -> Even
         reason=reason,
         at=at.isoformat(),
     )
+
+
+# ---------------------------------------------------------------- who looked (F9)
+
+
+def record_disclosure_read(session: Session, *, data: DisclosureRead) -> None:
+    """Zone B showed a track's disclosure to a case worker: keep it for the person (once).
+
+    A read of an unknown track, or one by another agency than the track's, is ignored with an
+    id-only log line: it cannot belong to any referral.
+    """
+    if repository.get_access_log_entry(session, read_id=data.read_id) is not None:
+        return
+    track = repository.get_track(session, track_id=data.track_id)
+    if track is None or track.agency != data.agency:
+        log.warning(
+            "disclosure read %s of an unknown track or another agency; ignored", data.read_id
+        )
+        return
+    repository.save(
+        session,
+        AccessLogEntry(
+            read_id=data.read_id,
+            track_id=track.track_id,
+            referral_id=track.referral_id,
+            track=track.track,
+            role=data.role,
+            agency=data.agency,
+            office=data.office,
+            categories=sorted(c.value for c in data.categories),
+            read_at=data.at,
+        ),
+    )
+
+
+def read_access_log(
+    session: Session, *, principal: Principal, referral_id: uuid.UUID, offset: int, limit: int
+) -> tuple[list[AccessLogEntryPublic], int]:
+    """Who in the second line read which categories of a referral's disclosures, and when:
+    what the caseworker shows the person (F9). The NGO's own referral only (F7)."""
+    referral = _own_referral(session, principal=principal, referral_id=referral_id)
+    rows, count = repository.access_log(
+        session, referral_id=referral.referral_id, offset=offset, limit=limit
+    )
+    record_audit(
+        session,
+        service=SERVICE,
+        action="read",
+        actor=principal,
+        resource_type="access-log",
+        resource_id=str(referral.referral_id),
+        referral_id=str(referral.referral_id),
+        count=count,
+    )
+    return [AccessLogEntryPublic.model_validate(r, from_attributes=True) for r in rows], count
 
 
 # ---------------------------------------------------------------- step-up requests (F5)
@@ -891,20 +950,70 @@ def release_data_key(session: Session, *, request: DisclosureKeyRequest) -> dict
     return {"key": crypto.encode_key(key.key_bytes)}
 
 
-def record_key_refusal(
-    session: Session, *, request: DisclosureKeyRequest, status: int, slug: str
+def release_joint_review(session: Session, *, request: JointReviewRequest) -> dict[str, list[str]]:
+    """The other agency's tracks for the same person that this track's case may be reviewed
+    with: only while both consents grant `joint_review` (F5, F6); none otherwise.
+
+    Asked on every read of a case, never cached in zone B: withdrawing either consent unlinks
+    the two cases at the next read. A link handed out is an audit record (ids only).
+    """
+    track = repository.get_track(session, track_id=request.track_id)
+    if track is None or track.referral is None:
+        raise NotFound("No such track.")
+    referral = track.referral
+    candidates = [
+        candidate
+        for agency in Agency
+        if agency.value != track.agency
+        for candidate in repository.client_tracks(
+            session, org=referral.org, client_ref=referral.client_ref, agency=agency.value
+        )
+    ]
+    consents = repository.consents_by_id(
+        session, consent_ids=[track.consent_id, *(c.consent_id for c in candidates)]
+    )
+    partners = domain.joint_review_partners(track, candidates, consents, now=utcnow())
+    linked = [str(p.track_id) for p in partners]
+    if linked:
+        record_audit(
+            session,
+            service=SERVICE,
+            action="disclose",
+            actor=None,
+            resource_type="joint-review",
+            resource_id=str(track.track_id),
+            track_id=str(track.track_id),
+            referral_id=str(track.referral_id),
+            agency=track.agency,
+            office=track.office,
+            consent_id=track.consent_id,
+            linked_track_ids=linked,
+            linked_consent_ids=sorted({p.consent_id for p in partners}),
+            purpose="joint_review",
+        )
+    return {"linked_track_ids": linked}
+
+
+def record_call_refusal(
+    session: Session,
+    *,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    status: int,
+    slug: str,
+    **ids: str,
 ) -> None:
-    """A refused key request is an audit record too (every denied access is): ids and codes."""
+    """A refused call from zone B is an audit record too (every denied access is): ids and codes."""
     record_audit(
         session,
         service=SERVICE,
-        action="release",
+        action=action,
         actor=None,
-        resource_type="disclosure-key",
-        resource_id=request.key_id,
+        resource_type=resource_type,
+        resource_id=resource_id,
         outcome="denied",
-        key_id=request.key_id,
-        track_id=str(request.track_id),
         status=status,
         reason=slug,
+        **ids,
     )
