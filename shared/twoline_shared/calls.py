@@ -7,6 +7,10 @@ or a reply is never stored by the broker.
 
 A reply is `{"ok": true, "data": {...}}` or `{"ok": false, "status", "slug", "detail"}`; the
 caller turns an error reply back into the same `ServiceError` the responder raised.
+
+A call carries the caller's W3C `traceparent` in its headers (nothing else of the trace
+context), and the responder answers in a server span under it: a call is part of the trace of
+whatever asked.
 """
 
 import asyncio
@@ -20,6 +24,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from opentelemetry import context, trace
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -33,6 +38,7 @@ from twoline_shared.errors import (
     ServiceError,
     Unavailable,
 )
+from twoline_shared.telemetry import context_from_headers, serving, trace_headers, tracer
 
 log = logging.getLogger("twoline.calls")
 
@@ -74,12 +80,54 @@ def raise_for_reply(reply: dict[str, Any], *, subject: str) -> dict[str, Any]:
     raise Unavailable(f"The call {subject} failed.", slug="call-failed")
 
 
-async def call(nc: NATS | None, subject: str, payload: dict[str, Any], *, wait: float) -> dict:
-    """Ask the responder of `subject` and return its reply's data (503 if nobody answers)."""
+def _span_attributes(subject: str, operation: str) -> dict[str, str]:
+    return {
+        "messaging.system": "nats",
+        "messaging.operation.type": operation,
+        "messaging.destination.name": subject,
+    }
+
+
+async def call(
+    nc: NATS | None,
+    subject: str,
+    payload: dict[str, Any],
+    *,
+    wait: float,
+    tracer_provider: trace.TracerProvider | None = None,
+    parent: context.Context | None = None,
+) -> dict:
+    """Ask the responder of `subject` and return its reply's data (503 if nobody answers).
+
+    The call is a client span under `parent` (default: the current context), and its
+    traceparent travels in the request's headers.
+    """
+    with tracer("twoline.calls", tracer_provider).start_as_current_span(
+        f"call {subject}",
+        context=parent,
+        kind=trace.SpanKind.CLIENT,
+        attributes=_span_attributes(subject, "send"),
+        # F8: an error's message may hold what the call carried; only its type is recorded.
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            return await _ask(nc, subject, payload, wait=wait, headers=trace_headers())
+        except Exception as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(trace.StatusCode.ERROR)
+            raise
+
+
+async def _ask(
+    nc: NATS | None, subject: str, payload: dict[str, Any], *, wait: float, headers: dict[str, str]
+) -> dict:
     if nc is None or not nc.is_connected:
         raise Unavailable(f"No broker link for {subject}.", slug="call-unavailable")
     try:
-        msg = await nc.request(subject, json.dumps(payload).encode(), timeout=wait)
+        msg = await nc.request(
+            subject, json.dumps(payload).encode(), timeout=wait, headers=headers or None
+        )
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError) as exc:
         raise Unavailable(
             f"Nobody answered {subject} ({type(exc).__name__}).", slug="call-unavailable"
@@ -124,8 +172,13 @@ async def serve(
     queue: str,
     engine: Engine,
     after_commit: Callable[[Session], None] | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> Any:
-    """Subscribe `responder` in queue group `queue` so that replicas share the calls."""
+    """Subscribe `responder` in queue group `queue` so that replicas share the calls.
+
+    Each call is answered in a server span whose parent is the caller's traceparent.
+    """
+    calls_tracer = tracer("twoline.calls", tracer_provider)
 
     async def on_request(msg: Msg) -> None:
         # A reply goes only to a caller's inbox. `allow_responses` would let the responder publish
@@ -134,7 +187,22 @@ async def serve(
         if not msg.reply.startswith(REPLY_PREFIX):
             log.warning("call on %s with a reply subject outside an inbox; ignored", msg.subject)
             return
-        reply = await asyncio.to_thread(answer, engine, responder.handler, msg.data, after_commit)
-        await msg.respond(json.dumps(reply).encode())
+        with (
+            serving(tracer_provider),
+            calls_tracer.start_as_current_span(
+                f"answer {msg.subject}",
+                context=context_from_headers(msg.headers),
+                kind=trace.SpanKind.SERVER,
+                attributes=_span_attributes(msg.subject, "process"),
+                record_exception=False,
+            ) as span,
+        ):
+            reply = await asyncio.to_thread(
+                answer, engine, responder.handler, msg.data, after_commit
+            )
+            if reply.get("ok") is not True:
+                # The stable slug of the error (a code), never its detail.
+                span.set_attribute("error.type", str(reply.get("slug") or "error"))
+            await msg.respond(json.dumps(reply).encode())
 
     return await nc.subscribe(responder.subject, queue=queue, cb=on_request)

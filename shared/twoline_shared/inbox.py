@@ -24,7 +24,7 @@ from sqlmodel import Field, Session, SQLModel
 from twoline_shared.db import UtcDateTime, utcnow
 from twoline_shared.errors import Invalid
 from twoline_shared.events import Event, InvalidEvent, decode
-from twoline_shared.telemetry import context_from_headers, tracer
+from twoline_shared.telemetry import context_from_headers, serving, tracer
 
 log = logging.getLogger("twoline.inbox")
 
@@ -91,6 +91,8 @@ class InboxConsumer:
     max_deliver: int = 10
     after_commit: Callable[[Session], None] | None = None
     fetch_timeout: float = 1.0
+    # The service's own provider: its consume spans, and whatever the handler traces.
+    tracer_provider: trace.TracerProvider | None = None
     applied: int = field(default=0, init=False)
     stopping: bool = field(default=False, init=False)
 
@@ -153,26 +155,36 @@ class InboxConsumer:
             await msg.term()
             return
         parent = context_from_headers(msg.headers)
-        with tracer("twoline.inbox").start_as_current_span(
-            f"consume {event.type}",
-            context=parent,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.destination.name": msg.subject,
-                "messaging.message.id": event.id,
-                "messaging.consumer.group.name": self.binding.durable,
-            },
+        with (
+            serving(self.tracer_provider),
+            tracer("twoline.inbox", self.tracer_provider).start_as_current_span(
+                f"consume {event.type}",
+                context=parent,
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": msg.subject,
+                    "messaging.message.id": event.id,
+                    "messaging.consumer.group.name": self.binding.durable,
+                },
+                # F8: an exception's message may hold the event's data; only its type is kept.
+                record_exception=False,
+            ) as span,
         ):
             try:
                 if await asyncio.to_thread(self.apply, event):
                     self.applied += 1
             except PERMANENT as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(trace.StatusCode.ERROR)
                 # The event breaks its contract: retrying cannot help, so set it aside at once.
                 await asyncio.to_thread(self.dead_letter, msg, type(exc).__name__, event)
                 await msg.term()
                 return
             except Exception as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(trace.StatusCode.ERROR)
                 # No commit happened: the broker redelivers; give up after max_deliver.
                 delivered = msg.metadata.num_delivered
                 log.warning(

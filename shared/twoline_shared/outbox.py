@@ -18,13 +18,19 @@ from datetime import datetime
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
+from opentelemetry import trace
 from sqlalchemy import Column, LargeBinary, Text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, select
 
 from twoline_shared.db import OUTBOX_DIRTY, UtcDateTime, utcnow
 from twoline_shared.events import Event, encode, headers_for
-from twoline_shared.telemetry import current_traceparent
+from twoline_shared.telemetry import (
+    context_from_headers,
+    current_traceparent,
+    trace_headers,
+    tracer,
+)
 
 log = logging.getLogger("twoline.outbox")
 
@@ -75,6 +81,7 @@ class OutboxRelay:
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         publish_timeout: float = 5.0,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
@@ -82,6 +89,7 @@ class OutboxRelay:
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.publish_timeout = publish_timeout
+        self.tracer = tracer("twoline.outbox", tracer_provider)
         self.relay_id = uuid.uuid4().hex
         self._wake = asyncio.Event()
         self.stopping = False
@@ -166,17 +174,36 @@ class OutboxRelay:
         if js is None:
             await asyncio.to_thread(self.mark_failed, message.seq, "no connection for subject")
             return False
-        try:
-            await js.publish(
-                message.subject,
-                message.payload,
-                headers=json.loads(message.headers),
-                timeout=self.publish_timeout,
-            )
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-            await asyncio.to_thread(self.mark_failed, message.seq, type(exc).__name__)
-            log.warning("publish of outbox seq %s failed: %s", message.seq, type(exc).__name__)
-            return False
+        headers = json.loads(message.headers)
+        # The row's traceparent is the context the event was written in; the publish span is a
+        # child of it, and the consumer's span a child of the publish span (W3C, ids only).
+        with self.tracer.start_as_current_span(
+            f"publish {message.subject}",
+            context=context_from_headers(headers),
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": message.subject,
+                "messaging.message.id": message.event_id,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            headers.update(trace_headers())
+            try:
+                await js.publish(
+                    message.subject,
+                    message.payload,
+                    headers=headers,
+                    timeout=self.publish_timeout,
+                )
+            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(trace.StatusCode.ERROR)
+                await asyncio.to_thread(self.mark_failed, message.seq, type(exc).__name__)
+                log.warning("publish of outbox seq %s failed: %s", message.seq, type(exc).__name__)
+                return False
         await asyncio.to_thread(self.mark_sent, message.seq)
         return True
 

@@ -13,8 +13,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import text
 from sqlmodel import Session
+from starlette.types import Receive, Scope, Send
 
 from twoline_shared.auth import TokenVerifier
 from twoline_shared.broker import NatsCredential, connect_until_up
@@ -25,7 +28,7 @@ from twoline_shared.inbox import ConsumerBinding, InboxConsumer
 from twoline_shared.migrations import upgrade
 from twoline_shared.outbox import OutboxRelay
 from twoline_shared.settings import ServiceSettings
-from twoline_shared.telemetry import setup_tracing
+from twoline_shared.telemetry import serving, setup_tracing
 
 log = logging.getLogger("twoline.runtime")
 
@@ -65,6 +68,9 @@ class ServiceRuntime:
     def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
         self.spec = spec
         self.settings = settings
+        # This service's own tracer provider (service.name = spec.name), even with five
+        # services in one process; requests, relay, consumers and calls all trace through it.
+        self.tracer_provider = setup_tracing(spec.name)
         self.engine = create_db_engine(settings.database_url)
         self.verifier = TokenVerifier(
             jwks_url=settings.auth_jwks_url,
@@ -78,6 +84,7 @@ class ServiceRuntime:
             self.js_for,
             lease_seconds=settings.outbox_lease_seconds,
             poll_seconds=settings.outbox_poll_seconds,
+            tracer_provider=self.tracer_provider,
         )
         self.consumers: list[InboxConsumer] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -102,7 +109,16 @@ class ServiceRuntime:
         if self._loop is None:
             raise Unavailable(f"No broker link for {subject}.", slug="call-unavailable")
         future = asyncio.run_coroutine_threadsafe(
-            call(self.connections.get(link), subject, payload, wait=timeout), self._loop
+            call(
+                self.connections.get(link),
+                subject,
+                payload,
+                wait=timeout,
+                tracer_provider=self.tracer_provider,
+                # The caller's span (request or consume) lives in this worker thread.
+                parent=otel_context.get_current(),
+            ),
+            self._loop,
         )
         try:
             return future.result(timeout + 1.0)
@@ -131,6 +147,7 @@ class ServiceRuntime:
                 queue=self.spec.name,
                 engine=self.engine,
                 after_commit=self.after_commit,
+                tracer_provider=self.tracer_provider,
             )
         self._tasks.append(asyncio.create_task(self.relay.run()))
         for binding in self.spec.consumers:
@@ -140,6 +157,7 @@ class ServiceRuntime:
                 js=self.connections[binding.connection].jetstream(),
                 max_deliver=self.settings.consumer_max_deliver,
                 after_commit=self.after_commit,
+                tracer_provider=self.tracer_provider,
             )
             self.consumers.append(consumer)
             self._tasks.append(asyncio.create_task(self._supervise(consumer)))
@@ -177,6 +195,8 @@ class ServiceRuntime:
                 await nc.close()
         self.connections.clear()
         self.engine.dispose()
+        # Hand the spans of this run to their exporters (bounded; no exporter by default).
+        await asyncio.to_thread(self.tracer_provider.force_flush, 5000)
 
     def check_database(self) -> bool:
         try:
@@ -222,9 +242,37 @@ def _skip_health(scope: Any) -> bool:
     return scope.get("path") in ("/healthz", "/readyz")
 
 
+# A caller's own trace context: the trace starts at the service instead (see ServiceApp).
+_CALLER_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+
+
+class ServiceApp(FastAPI):
+    """A service's FastAPI app, run on behalf of its service: code that traces during a request
+    or the lifespan (e.g. `telemetry.resume_trace`) uses the service's own provider.
+
+    F8: a caller's trace context is not taken over — its trace id could be derived from anything,
+    and it would travel with the referral into zone B — so each request starts a trace of the
+    service's own (the headers go before FastAPI's telemetry reads them).
+    """
+
+    def __init__(self, *, tracer_provider: TracerProvider, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tracer_provider = tracer_provider
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = scope.get("headers") or []
+            if any(name in _CALLER_TRACE_HEADERS for name, _ in headers):
+                scope = {
+                    **scope,
+                    "headers": [(n, v) for n, v in headers if n not in _CALLER_TRACE_HEADERS],
+                }
+        with serving(self.tracer_provider):
+            await super().__call__(scope, receive, send)
+
+
 def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     """Build a service's FastAPI app: routes under /v1, problem+json, health, lifespan."""
-    setup_tracing(spec.name)
     runtime = ServiceRuntime(spec, settings)
 
     @contextlib.asynccontextmanager
@@ -235,15 +283,19 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = ServiceApp(
+        tracer_provider=runtime.tracer_provider,
         title=spec.title,
         description=spec.description,
         version="0.1.0",
         lifespan=lifespan,
         openapi_tags=spec.tags or None,
-        # Built-in OpenTelemetry spans; its log records carry rejected input values, so they stay
-        # off (F8), as do per-dependency operation spans.
+        # Built-in OpenTelemetry spans through the service's own provider; its log records carry
+        # rejected input values, so they stay off (F8), as do per-dependency operation spans.
+        # Export is the provider's (OTEL_*), so FastAPI adds no exporter of its own.
         telemetry={
+            "tracer_provider": runtime.tracer_provider,
+            "auto_configure": False,
             "tracing": True,
             "metrics": False,
             "logs": False,

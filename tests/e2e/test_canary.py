@@ -12,14 +12,13 @@ import logging
 import time
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.canaries import FIELDS, client_body, database_text, make_canaries
 from tests.conftest import FEDASIL_BRUSSELS, ICAM_BRUSSELS, NGO_GHENT, eventually
 from tests.e2e.conftest import stream_payloads
+from twoline_shared import telemetry
 
 pytestmark = pytest.mark.nats
 
@@ -60,13 +59,13 @@ def log_text(records: list[logging.LogRecord]) -> str:
 
 @pytest.fixture
 def spans():
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        pytest.fail("the services did not install an SDK tracer provider")
+    """Every span of every service: each has its own provider; the kernel's hook reaches all."""
     exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    processor = SimpleSpanProcessor(exporter)
+    telemetry.add_span_processor(processor)
     yield exporter
-    exporter.shutdown()
+    telemetry.remove_span_processor(processor)
+    processor.shutdown()
 
 
 def test_canaries_reach_only_the_authorised_caseworker_and_vanish_on_withdrawal(

@@ -118,6 +118,9 @@ class Case(SQLModel, table=True):
     status_note: str | None = Field(default=None, max_length=NOTE_MAX)
     closed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     return_step: ReturnStep | None = Field(default=None, sa_type=sa.String(32))
+    # The W3C traceparent of the routed event's consume: a case worker's later status changes
+    # continue the referral's trace from it. Random ids only, derived from nothing personal (F8).
+    trace_parent: str | None = Field(default=None, max_length=64)
 
     def sealed_disclosure(self) -> tuple[str, Sealed] | None:
         """The key id and the sealed package, if the case holds one."""

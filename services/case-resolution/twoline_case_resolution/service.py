@@ -1,11 +1,13 @@
 """Case use cases: load, apply the rule, save, queue events and audit records."""
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from opentelemetry import trace
 from sqlmodel import Session
 
 from twoline_case_resolution import domain, repository
@@ -49,6 +51,7 @@ from twoline_shared.db import utcnow
 from twoline_shared.errors import Invalid, NotFound, ServiceError
 from twoline_shared.events import new_event
 from twoline_shared.outbox import add_event
+from twoline_shared.telemetry import current_traceparent, resume_trace
 
 SERVICE = "case-resolution"
 SOURCE = "twoline/case-resolution"
@@ -68,6 +71,33 @@ _AUDIT_ACTION = {
     TaskStatus.REJECTED: "reject",
     TaskStatus.COMPLETED: "complete",
 }
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _continues_referral_trace(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run a case worker's use case in the referral's trace (the case's `trace_parent`), linked to
+    the request's own span, so the events it queues reach the bridge in that trace."""
+
+    def decorate(use_case: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(use_case)
+        def traced(*args: P.args, **kwargs: P.kwargs) -> R:
+            case = kwargs["case"]
+            assert isinstance(case, Case)
+            # F8: ids and codes only.
+            attributes = {
+                "twoline.case.id": str(case.case_id),
+                "twoline.track.id": case.track_id,
+                "twoline.track": str(case.track),
+            }
+            with resume_trace(case.trace_parent, name, attributes=attributes):
+                return use_case(*args, **kwargs)
+
+        return traced
+
+    return decorate
 
 
 def _fresh_case_ref(session: Session) -> str:
@@ -116,6 +146,8 @@ def open_case(session: Session, *, routed: TrackRouted) -> Case:
         disclosure_nonce=sealed.nonce if sealed else None,
         disclosure_ciphertext=sealed.ciphertext if sealed else None,
         disclosure_status=DisclosureStatus.DISCLOSED,
+        # The routed event's consume span: the referral's trace goes on from here.
+        trace_parent=current_traceparent(),
     )
     early = repository.pop_pending_cancels(session, track_id=routed.track_id)
     if any(pending.agency != routed.agency for pending in early):
@@ -239,6 +271,7 @@ def _remember_cancel(session: Session, *, cancelled: TrackCancelled) -> None:
 # ---------------------------------------------------------------- step-up requests (F5)
 
 
+@_continues_referral_trace("case request-disclosure")
 def request_disclosure(
     session: Session, *, principal: Principal, case: Case, body: DisclosureRequestCreate
 ) -> CaseDisclosureRequest:
@@ -564,6 +597,7 @@ def _check_performer(principal: Principal, case: Case, track: Track) -> None:
     domain.check_track_in_path(case_track=Track(case.track), path_track=track)
 
 
+@_continues_referral_trace("case change-status")
 def change_status(
     session: Session,
     *,
@@ -578,6 +612,9 @@ def change_status(
     """The performer moves the track's task; announced once, by ids and codes only (F6, F8)."""
     _check_performer(principal, case, track)
     current = TaskStatus(case.status)
+    trace.get_current_span().set_attributes(
+        {"twoline.task.previous_status": str(current), "twoline.task.status": str(target)}
+    )
     domain.check_performer_change(current=current, target=target, reason=reason, outcome=outcome)
     at = utcnow()
     # Accepting makes the caller the assignee; later changes keep whoever accepted.
@@ -625,7 +662,8 @@ def change_status(
         previous_status=current,
         status=target,
         reason=reason,
-        outcome=outcome,
+        # Not `outcome`: in an audit record that is whether the action succeeded.
+        track_outcome=outcome,
     )
     return case
 
@@ -668,6 +706,7 @@ def _audit_work(
     )
 
 
+@_continues_referral_trace("case assess-option")
 def assess_option(
     session: Session,
     *,
@@ -753,6 +792,7 @@ def _move_step(
     return row
 
 
+@_continues_referral_trace("case move-return-step")
 def move_return_step(
     session: Session, *, principal: Principal, case: Case, track: Track, body: MoveReturnStep
 ) -> CaseReturnStep:
@@ -776,6 +816,7 @@ def move_return_step(
     )
 
 
+@_continues_referral_trace("case record-session")
 def record_session(
     session: Session, *, principal: Principal, case: Case, body: SessionCreate
 ) -> CaseSession:
@@ -805,6 +846,7 @@ def record_session(
     return row
 
 
+@_continues_referral_trace("case record-decision")
 def record_decision(
     session: Session, *, principal: Principal, case: Case, body: DecisionCreate
 ) -> DecisionPublic:
