@@ -1,6 +1,7 @@
 """`twoline audit verify` checks the audit log from outside the service, over HTTP: a signed
 checkpoint, every entry included, a newer checkpoint consistent with an older one — and names
-the entry that was changed or removed behind the service's back."""
+the entry that was changed or removed behind the service's back. `twoline audit trace` prints one
+referral's timeline and findings, and says by its exit code whether there were any."""
 
 import base64
 import contextlib
@@ -9,6 +10,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from sqlalchemy import text
 
 from tests.conftest import AUDITOR
 from tests.services.test_audit import audit_record
+from tests.services.test_audit_trace import COUNSELLOR, Flow
 from twoline import auditlog, cli
 from twoline_audit import domain
 from twoline_audit.app import create_app
@@ -88,7 +91,8 @@ def test_an_untouched_log_verifies(served, issuer, capsys):
 
     assert code == 0, out
     assert "checkpoint: 5 entries" in out
-    assert "inclusion proofs verified" in out
+    assert "the root recomputed from them is the signed one" in out
+    assert "inclusion proofs of 5 verified" in out
     assert "OK" in out
 
 
@@ -278,3 +282,86 @@ def test_report_is_printed_to_the_given_stream(served, issuer):
     )
     assert code == 0
     assert "key taken from the server" in out.getvalue()
+
+
+# ---------------------------------------------------------------- twoline audit trace
+
+
+def trace_cli(
+    served: Served, issuer: Any, capsys: pytest.CaptureFixture[str], referral_id: str, **who: Any
+) -> tuple[int, str]:
+    """Run `twoline audit trace` through the CLI's main (as an auditor unless told)."""
+    token = issuer.token(**(who or AUDITOR))
+    code = cli.main(["audit", "trace", referral_id, "--url", served.url, "--token", token])
+    return code, capsys.readouterr().out
+
+
+def feed_events(served: Served, *events: Any) -> None:
+    for event in events:
+        with contextlib.contextmanager(session_scope)(served.engine) as session:
+            on_audit_record(session, event)
+
+
+def test_trace_prints_the_referrals_timeline_and_no_findings_and_exits_0(served, issuer, capsys):
+    flow, other = Flow(), Flow()
+    events = flow.clean()
+    feed_events(served, *events, *other.clean())
+
+    code, out = trace_cli(served, issuer, capsys, flow.referral_id)
+
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == f"trace of referral {flow.referral_id}: 15 records"
+    assert len(lines) == 1 + 15 + 1 and lines[-1] == "no findings"
+    legal_stay, consent = flow.tracks["legal_stay"], flow.consents["legal_stay"]
+    assert lines[1].split()[:4] == ["0", events[0].time, "consent", "create"]
+    assert f"consent_id={consent}" in lines[1] and "by ngo_caseworker/ngo-ghent" in lines[1]
+    accept = lines[8]
+    assert accept.split()[0] == "7"
+    assert "case-resolution  accept case  by icam_coach/immigration_office/brussels" in accept
+    assert f"track_id={legal_stay}" in accept and "status=accepted" in accept
+    assert "  by system  " in lines[6]  # zone B opened the case itself
+    # Ids and codes only: nobody's sub, no client pseudonym, nothing of the other referral.
+    for absent in ("actor", "C-TRACE0001", other.referral_id, *other.tracks.values()):
+        assert absent not in out
+
+
+def test_trace_with_findings_lists_them_and_exits_1(served, issuer, capsys):
+    flow = Flow()
+    events = flow.clean()
+    events[7] = flow.accept("legal_stay", who=COUNSELLOR)
+    feed_events(served, *events)
+
+    code, out = trace_cli(served, issuer, capsys, flow.referral_id)
+
+    assert code == 1, out
+    lines = out.splitlines()
+    assert lines[-2] == "1 finding:"
+    assert lines[-1].startswith("  status-by-wrong-role (entries 7): ")
+    assert flow.tracks["legal_stay"] in lines[-1]
+
+
+def test_trace_without_a_trace_to_show_exits_2(served, issuer, capsys):
+    flow = Flow()
+    feed_events(served, *flow.clean())
+
+    code, out = trace_cli(served, issuer, capsys, str(uuid.uuid4()))
+    assert code == 2
+    assert "answered 404" in out
+
+    code, out = trace_cli(served, issuer, capsys, "../log/entries")
+    assert code == 2
+    assert "is not a referral id" in out
+
+    coach = {"role": "icam_coach", "agency": "immigration_office", "office": "brussels"}
+    code, out = trace_cli(served, issuer, capsys, flow.referral_id, **coach)
+    assert code == 2
+    assert "answered 403" in out and flow.tracks["legal_stay"] not in out
+
+
+def test_trace_of_an_unreachable_service_exits_2(capsys, issuer):
+    code = cli.main(
+        ["audit", "trace", str(uuid.uuid4()), "--url", "http://127.0.0.1:9", "--token", "x"]
+    )
+    assert code == 2
+    assert "cannot reach the audit service" in capsys.readouterr().out

@@ -1,5 +1,5 @@
 """The `twoline` command: run the embedded stack, mint dev tokens, drive the demo, provision NATS,
-verify the audit log."""
+verify the audit log and trace a referral through it."""
 
 import argparse
 import os
@@ -81,6 +81,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Start a stack of its own on free ports, drive N people through it, print the figures."""
+    from twoline.bench import run_bench
+
+    return run_bench(people=args.people, concurrency=args.concurrency, out=sys.stdout)
+
+
 def cmd_nats_provision(args: argparse.Namespace) -> int:
     """Create streams and durable consumers (idempotent) with the per-account admin users."""
     from twoline.natsserver import ADMINS, USERS, load_passwords, run_provision
@@ -97,26 +104,39 @@ def cmd_nats_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _auditor_token(args: argparse.Namespace) -> str:
+    """The given token, or an auditor token minted by the dev issuer (the embedded stack)."""
+    if args.token is not None:
+        return args.token
+    return issue(
+        load_key(Path(args.data_dir)),
+        role="auditor",
+        issuer=f"http://127.0.0.1:{args.issuer_port}",
+        audience=DEFAULT_AUDIENCE,
+        ttl=600,
+    )
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Verify the audit log from outside the service: signature, inclusion, consistency."""
     from twoline.auditlog import run as run_audit_verify
 
-    token = args.token
-    if token is None:
-        token = issue(
-            load_key(Path(args.data_dir)),
-            role="auditor",
-            issuer=f"http://127.0.0.1:{args.issuer_port}",
-            audience=DEFAULT_AUDIENCE,
-            ttl=600,
-        )
     return run_audit_verify(
         url=args.url,
-        token=token,
+        token=_auditor_token(args),
         public_key_file=Path(args.public_key) if args.public_key else None,
         previous_file=Path(args.previous) if args.previous else None,
         save_file=Path(args.save) if args.save else None,
         out=sys.stdout,
+    )
+
+
+def cmd_audit_trace(args: argparse.Namespace) -> int:
+    """Show one referral's flow through every service, and its findings (exit 1 if any)."""
+    from twoline.auditlog import run_trace
+
+    return run_trace(
+        url=args.url, token=_auditor_token(args), referral_id=args.referral_id, out=sys.stdout
     )
 
 
@@ -148,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=30.0, help="seconds per step")
     demo.set_defaults(func=cmd_demo)
 
+    bench = sub.add_parser("bench", help="measure speed and memory on a stack of its own")
+    bench.add_argument("--people", type=int, default=100, help="people referred (both tracks)")
+    bench.add_argument("--concurrency", type=int, default=4, help="callers at once")
+    bench.set_defaults(func=cmd_bench)
+
     issuer = sub.add_parser("issuer", help="serve the dev token issuer's JWKS")
     issuer.add_argument("--host", default="127.0.0.1")
     issuer.add_argument("--port", type=int, default=ISSUER_PORT)
@@ -175,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--data-dir", default=str(DATA_DIR))
     verify.add_argument("--issuer-port", type=int, default=ISSUER_PORT)
     verify.set_defaults(func=cmd_audit_verify)
+    trace = audit_sub.add_parser(
+        "trace",
+        help="one referral's records across every service, and findings (exit 1 if any)",
+    )
+    trace.add_argument("referral_id", help="the referral's id (a UUID)")
+    trace.add_argument("--url", default=AUDIT_URL, help=f"audit service (default {AUDIT_URL})")
+    trace.add_argument("--token", help="auditor bearer token (default: minted by the dev issuer)")
+    trace.add_argument("--data-dir", default=str(DATA_DIR))
+    trace.add_argument("--issuer-port", type=int, default=ISSUER_PORT)
+    trace.set_defaults(func=cmd_audit_trace)
     return parser
 
 

@@ -17,6 +17,7 @@ here, so that allowed referrals succeed without a broker; tests/e2e covers the c
 """
 
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -71,7 +72,7 @@ from twoline_referral.routes import get_disclosure_fetcher
 from twoline_shared.auth import Principal, Role
 from twoline_shared.codes import TRACK_AGENCY, Agency, DataCategory, TaskStatus, Track
 from twoline_shared.db import normalise_url
-from twoline_shared.events import new_event
+from twoline_shared.events import decode, new_event
 from twoline_shared.policy import (
     KERNEL,
     ZONE_A_ROLES,
@@ -376,15 +377,43 @@ class World:
     # -- what a refused call must leave alone
 
     def snapshot(self, name: str) -> dict[str, list[str]]:
-        """Every row of every table of the service's database (and what intake was asked)."""
+        """Every row of every table of the service's database (and what intake was asked),
+        except the audit records of refusals (`refusals`)."""
         rows: dict[str, list[str]] = {}
         with self.engine(name).connect() as connection:
             for table in self.tables[name]:
-                result = connection.execute(text(f'SELECT * FROM "{table}"'))
+                where = _NOT_REFUSAL.get(table, "")
+                result = connection.execute(text(f'SELECT * FROM "{table}" {where}'))
                 rows[table] = sorted(repr(tuple(row)) for row in result)
         if name == "referral":
             rows["intake disclosure calls"] = [repr(c) for c in self.intake.calls]
         return rows
+
+    def refusals(self, name: str) -> list[dict[str, Any]]:
+        """The audit records of refused requests the service holds: in its outbox, or (the
+        audit service, which publishes nothing) appended to its own log."""
+        query = (
+            "SELECT data FROM audit_entry WHERE type LIKE 'audit.audit.route.%' ORDER BY \"index\""
+            if name == "audit"
+            else "SELECT payload FROM outbox WHERE subject LIKE 'audit.%.route.%' ORDER BY seq"
+        )
+        with self.engine(name).connect() as connection:
+            found = [row[0] for row in connection.execute(text(query))]
+        return [
+            (
+                decode(raw.encode() if isinstance(raw, str) else raw).data
+                if name != "audit"
+                else (json.loads(raw) if isinstance(raw, str) else raw)
+            )
+            for raw in found
+        ]
+
+
+# A refused request leaves exactly one row: its audit record (checked on its own).
+_NOT_REFUSAL = {
+    "outbox": "WHERE subject NOT LIKE 'audit.%.route.%'",
+    "audit_entry": "WHERE type NOT LIKE 'audit.audit.route.%'",
+}
 
 
 def _client_ref() -> str:
@@ -584,6 +613,27 @@ def _audit_consistency_proof(w: World) -> Call:
     return Call(params={"first": 1, "second": size})
 
 
+@recipe("audit", "GET", "/v1/stats")
+def _audit_stats(w: World) -> Call:
+    _audit_entry(w)
+    return Call(params={"from": "2020-01-01", "to": "2100-01-01", "by": "agency"})
+
+
+@recipe("audit", "GET", "/v1/traces/{referral_id}")
+def _audit_trace(w: World) -> Call:
+    referral_id = str(uuid.uuid4())
+    event = new_event(
+        source="twoline/matrix",
+        type="audit.matrix.referral.create",
+        action="create",
+        resource_type="referral",
+        resource_id=referral_id,
+    )
+    with w.session("audit") as session:
+        audit_service.append(session, event=event)
+    return Call(path={"referral_id": referral_id})
+
+
 def _with_path(call: Call, **path: str) -> Call:
     call.path.update(path)
     return call
@@ -777,6 +827,7 @@ def assert_answer(
     refused: exactly the verdict's problem+json, and not a row changed."""
     method, path = key
     before = world.snapshot(name) if verdict.status else None
+    refused_before = len(world.refusals(name)) if verdict.status else 0
 
     response = world.clients[name].request(
         method, path.format(**call.path), json=call.json, params=call.params, headers=headers
@@ -804,3 +855,21 @@ def assert_answer(
     after = world.snapshot(name)
     changed = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
     assert not changed, f"{where}: refused with {response.status_code} but changed {changed}"
+    # Every 401 and 403 is an audit record of its own, naming the route template and the
+    # reason, never the concrete path (its ids may be anything the caller typed); a 404 (F7:
+    # outside the caller's scope, as if there were nothing) is not.
+    new = world.refusals(name)[refused_before:]
+    if response.status_code in (401, 403):
+        assert len(new) == 1, f"{where}: {len(new)} audit records of the refusal"
+        [record] = new
+        assert (record["outcome"], record["status"], record["route"]) == (
+            "denied",
+            response.status_code,
+            path,
+        ), where
+        assert record["reason"] == response.json()["type"].rsplit(":", 1)[1], where
+        concrete = path.format(**call.path)
+        if concrete != path:
+            assert concrete not in json.dumps(record), where
+    else:
+        assert new == [], f"{where}: a {response.status_code} left an audit record"

@@ -22,7 +22,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, inspect, text
 from sqlmodel import Session, SQLModel, select
 
-from tests.conftest import NGO_GHENT, assert_problem, eventually, running
+from tests.conftest import NGO_GHENT, assert_problem, eventually, is_refusal_record, running
 from twoline.natsserver import credential
 from twoline_intake.app import create_app as create_intake_app
 from twoline_intake.config import Settings as IntakeSettings
@@ -312,7 +312,13 @@ def count(client: TestClient, model: type[SQLModel]) -> int:
 def outbox(client: TestClient, prefix: str = "") -> list[tuple[OutboxMessage, Event]]:
     with Session(client.app.state.runtime.engine) as session:
         rows = session.exec(select(OutboxMessage).order_by(OutboxMessage.seq)).all()
-    return [(r, decode(r.payload)) for r in rows if r.subject.startswith(prefix)]
+    # The records of refused requests only when asked for by their prefix.
+    return [
+        (r, decode(r.payload))
+        for r in rows
+        if r.subject.startswith(prefix)
+        and (".route." in prefix or not is_refusal_record(r.subject))
+    ]
 
 
 def consent_row(client: TestClient, consent_id: str) -> ConsentView | None:
@@ -321,9 +327,12 @@ def consent_row(client: TestClient, consent_id: str) -> ConsentView | None:
 
 
 def assert_nothing_stored(client: TestClient) -> None:
+    """Nothing of a refused referral is stored or sent; the outbox holds at most the audit
+    records of refusals (a denying consent decision, a 401 or 403), in their own transaction."""
     assert count(client, Referral) == 0
     assert count(client, ReferralTrack) == 0
-    assert count(client, OutboxMessage) == 0
+    kept = [(row.subject, e.data["outcome"]) for row, e in outbox(client)]
+    assert all(subject.startswith("audit.") and outcome == "denied" for subject, outcome in kept)
     assert count(client, DataKey) == 0
 
 
@@ -1578,6 +1587,40 @@ def test_the_key_call_hands_out_a_key_only_for_a_track_routed_under_it(referral,
     assert audits[0][1]["consent_id"] == grants[IO].data["consent_id"]
     for row, _ in audits:
         assert reply["key"] not in row.payload.decode() and PKG not in row.payload.decode()
+
+
+# ---------------------------------------------------------------- consent decisions (F0)
+
+
+def test_every_consent_decision_is_an_audit_record_permit_and_deny(referral, issuer):
+    client_ref, grants = new_client(referral, recipients=(IO,))
+
+    refused = post_referral(referral, issuer, client_ref)  # both tracks: no Fedasil consent
+    assert_problem(refused, 422, "consent-missing")
+    assert post_referral(referral, issuer, client_ref, tracks=["legal_stay"]).status_code == 201
+
+    decisions = [e.data for _, e in outbox(referral, "audit.referral.")]
+    decisions = [d for d in decisions if d["action"] == "consent-decision"]
+    assert [(d["outcome"], d["resource_type"]) for d in decisions] == [
+        ("denied", "client"),
+        ("success", "consent"),
+    ]
+    denied, permitted = decisions
+    assert (denied["reason"], denied["agencies"], denied["purpose"]) == (
+        "consent-missing",
+        [FEDASIL],
+        "referral",
+    )
+    assert (denied["code"], denied["subtype"]) == ("E", "consent-decision")
+    assert denied["actor"] and permitted["actor"]  # the caseworker who asked, both times
+    assert (permitted["consent_id"], permitted["agency"], permitted["purpose"]) == (
+        grants[IO].data["consent_id"],
+        IO,
+        "referral",
+    )
+    # Ids and codes only: nothing of the client's record.
+    for decision in decisions:
+        assert CANARY not in json.dumps(decision)
 
 
 # ---------------------------------------------------------------- who looked (F9)

@@ -16,6 +16,9 @@ class Settings(ServiceSettings):
     nats_user: str = "audit"
     # The Ed25519 key that signs checkpoints; generated here on first use if absent.
     signing_key_path: Path = Path(".twoline/audit-signing-key.pem")
+    # Flow traces: a fact one service emitted and the next has not recorded is a finding only
+    # once it is older than this (events are asynchronous; relays and consumers take a moment).
+    trace_grace_seconds: float = 60.0
 
 
 @lru_cache

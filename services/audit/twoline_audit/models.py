@@ -4,7 +4,8 @@ Entries copy what the audit event carried (ids, roles, codes and categories, nev
 data, F8) and nothing else.
 """
 
-from typing import Any
+from datetime import date
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -98,3 +99,118 @@ class ConsistencyProof(SQLModel):
     first: int
     second: int
     consistency_path: list[str]
+
+
+# ---------------------------------------------------------------- flow traces
+
+
+class AuditEntryRef(SQLModel, table=True):
+    """An id an entry names (kind `referral`, `track` or `consent`), written with the entry.
+
+    Not part of any hash: it is an index for finding a referral's entries, rebuilt from the
+    entries' data if need be. No foreign key, so the log stays a single insert-only table.
+    """
+
+    __tablename__ = "audit_entry_ref"
+    __table_args__ = (sa.Index("ix_audit_entry_ref_kind_value", "kind", "value"),)
+
+    index: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    kind: str = Field(primary_key=True, max_length=16)
+    value: str = Field(primary_key=True, max_length=64)
+
+
+class TraceRecord(SQLModel):
+    """One entry of a referral's trace: who (role, agency, office — never a name), did what,
+    to which resource, with which ids and codes."""
+
+    index: int
+    time: str
+    service: str | None
+    type: str
+    action: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    outcome: str | None = None
+    roles: list[str] = []
+    org: str | None = None
+    agency: str | None = None
+    office: str | None = None
+    referral_id: str | None = None
+    track_id: str | None = None
+    consent_id: str | None = None
+    track: str | None = None
+    status: str | None = None
+    previous_status: str | None = None
+    reason: str | None = None
+    # The track's outcome code on a completion (`outcome` is whether the action succeeded).
+    track_outcome: str | None = None
+    purpose: str | None = None
+    request_id: str | None = None
+    key_id: str | None = None
+    categories: list[str] | None = None
+    track_ids: list[str] | None = None
+    consent_ids: list[str] | None = None
+    linked_track_ids: list[str] | None = None
+
+
+class TraceFinding(SQLModel):
+    """Something in a trace an auditor should look at: a code, the entries, ids and codes."""
+
+    code: str
+    indexes: list[int]
+    text: str
+
+
+class TracePublic(SQLModel):
+    referral_id: str
+    records: list[TraceRecord]
+    findings: list[TraceFinding]
+    count: int
+
+
+# ---------------------------------------------------------------- outcome statistics
+
+# A count, "<5" when withheld (a small cell, or one withheld so a small one cannot be worked out
+# by subtraction), or null where the grouping does not apply to the figure.
+StatCount = int | Literal["<5"] | None
+
+
+class ReferralCounts(SQLModel):
+    legal_stay: StatCount
+    return_: StatCount = Field(alias="return")
+    total: StatCount
+
+
+class CompletedCounts(SQLModel):
+    """Completed tracks by the LVV outcome category of their outcome (`OUTCOME_CATEGORY`)."""
+
+    permanent: StatCount
+    semi_permanent: StatCount
+    none: StatCount
+    total: StatCount
+
+
+class StatsRow(SQLModel):
+    """One group's figures: counts and codes only, never an id of anyone (F8)."""
+
+    group: str
+    clients_reached: StatCount
+    referrals: ReferralCounts
+    accepted: StatCount
+    rejected: StatCount
+    completed: CompletedCounts
+    consents_withdrawn: StatCount
+    # Days from routing, to one decimal; null from fewer than `suppressed_below` tracks.
+    median_days_to_acceptance: float | None
+    median_days_to_completion: float | None
+
+
+class OutcomeStats(SQLModel):
+    """Outcome statistics for a period (`from` inclusive, `to` exclusive; null is open)."""
+
+    from_: date | None = Field(alias="from")
+    to: date | None
+    by: str | None
+    suppressed_below: int
+    rows: list[StatsRow]
+    total: StatsRow

@@ -15,4 +15,6 @@ POLICY: Policy = {
     ("GET", "/v1/log/public-key"): AUDITOR,
     ("GET", "/v1/log/proofs/inclusion/{entry_id}"): AUDITOR,
     ("GET", "/v1/log/proofs/consistency"): AUDITOR,
+    ("GET", "/v1/traces/{referral_id}"): AUDITOR,
+    ("GET", "/v1/stats"): AUDITOR,
 }

@@ -1,7 +1,7 @@
 """All audit-log queries. The log is only appended to; nothing here updates or deletes."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from twoline_audit.models import AuditEntry
+from twoline_audit.models import AuditEntry, AuditEntryRef
 
 # Stands in for stored data that no longer parses as JSON: it matches no hash (and is shown as
 # null), so a damaged row is reported by `verify` instead of failing the request.
@@ -129,3 +129,73 @@ def _unhex(text: str) -> bytes:
         return bytes.fromhex(text)
     except (TypeError, ValueError):
         return b""
+
+
+# ---------------------------------------------------------------- flow traces
+
+
+def add_refs(session: Session, *, index: int, refs: Iterable[tuple[str, str]]) -> None:
+    """Index the ids entry `index` names, in the transaction that appends it."""
+    for kind, value in sorted(refs):
+        session.add(AuditEntryRef(index=index, kind=kind, value=value))
+    session.flush()
+
+
+def indexes_naming(session: Session, *, kind: str, values: Iterable[str]) -> set[int]:
+    """The indexes of every entry that names one of `values` as a `kind` id."""
+    wanted = sorted(set(values))
+    found: set[int] = set()
+    # In slices: a referral has a handful of ids, but a bound-parameter list must stay short.
+    for start in range(0, len(wanted), 500):
+        query = select(AuditEntryRef.index).where(
+            AuditEntryRef.kind == kind,
+            AuditEntryRef.value.in_(wanted[start : start + 500]),  # type: ignore[attr-defined]
+        )
+        found.update(session.exec(query).all())
+    return found
+
+
+def read_indexes(session: Session, *, indexes: Iterable[int]) -> list[StoredEntry]:
+    """The entries at `indexes`, in index order; data is parsed here."""
+    wanted = sorted(set(indexes))
+    rows: list[Any] = []
+    for start in range(0, len(wanted), 500):
+        query = select(*_COLUMNS).where(
+            AuditEntry.index.in_(wanted[start : start + 500])  # type: ignore[attr-defined]
+        )
+        rows += session.exec(query).all()  # type: ignore[call-overload]
+    return sorted((_stored(row) for row in rows), key=lambda e: e.index)
+
+
+# ---------------------------------------------------------------- outcome statistics
+
+
+def stats_records(
+    session: Session,
+    *,
+    types: Sequence[str],
+    join_types: Sequence[str],
+    since: str | None,
+    until: str | None,
+) -> list[tuple[str, str, Any]]:
+    """(type, time, data) of the entries of `types` with since <= time < until, and of
+    `join_types` with time < until, in log order; data is parsed here (UNREADABLE if not).
+
+    `time` is compared as text: the bounds are ISO dates, and the caller widens them so that an
+    entry time with any UTC offset is in, then filters exactly. There is no index on `type` or
+    `time`: a full scan of the log, O(n) per request, fine at this scale; an index on (type,
+    time) is the next step if it is not.
+    """
+    in_period = AuditEntry.type.in_(types)  # type: ignore[attr-defined]
+    joined = AuditEntry.type.in_(join_types)  # type: ignore[attr-defined]
+    if since is not None:
+        in_period = in_period & (AuditEntry.time >= since)  # type: ignore[operator]
+    if until is not None:
+        in_period = in_period & (AuditEntry.time < until)  # type: ignore[operator]
+        joined = joined & (AuditEntry.time < until)  # type: ignore[operator]
+    query = (
+        select(AuditEntry.type, AuditEntry.time, sa.cast(AuditEntry.data, sa.Text))
+        .where(in_period | joined)
+        .order_by(AuditEntry.index)  # type: ignore[arg-type]
+    )
+    return [(row[0], row[1], _parse(row[2])) for row in session.exec(query).all()]

@@ -1,11 +1,13 @@
 """Audit routes (oversight): auditors read, verify and prove the log; nobody else reads it."""
 
+import uuid
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from twoline_audit import domain, service, signing
+from twoline_audit import domain, service, signing, stats
 from twoline_audit.models import (
     AuditEntriesPublic,
     AuditEntryPublic,
@@ -13,7 +15,9 @@ from twoline_audit.models import (
     Checkpoint,
     ConsistencyProof,
     InclusionProof,
+    OutcomeStats,
     PublicKey,
+    TracePublic,
 )
 from twoline_shared.auth import Auditor
 from twoline_shared.db import SessionDep
@@ -87,3 +91,40 @@ def get_consistency_proof(
 ):
     """The proof that the tree of size `second` is an extension of the tree of size `first`."""
     return service.consistency_proof(session, first=first, second=second)
+
+
+# ---------------------------------------------------------------- flow traces
+
+traces_router = APIRouter(prefix="/traces", tags=["traces"])
+
+
+def get_trace_grace(request: Request) -> float:
+    return request.app.state.runtime.settings.trace_grace_seconds
+
+
+TraceGrace = Annotated[float, Depends(get_trace_grace)]
+
+
+@traces_router.get("/{referral_id}", response_model=TracePublic)
+def get_trace(session: SessionDep, principal: Auditor, referral_id: uuid.UUID, grace: TraceGrace):
+    """One referral's flow across every service, in log order, with what an auditor should see."""
+    return service.trace(
+        session, referral_id=referral_id, now=datetime.now(UTC), grace_seconds=grace
+    )
+
+
+# ---------------------------------------------------------------- outcome statistics
+
+stats_router = APIRouter(prefix="/stats", tags=["stats"])
+
+
+@stats_router.get("", response_model=OutcomeStats)
+def get_outcome_stats(
+    session: SessionDep,
+    principal: Auditor,
+    since: Annotated[date | None, Query(alias="from", description="inclusive")] = None,
+    until: Annotated[date | None, Query(alias="to", description="exclusive")] = None,
+    by: Annotated[stats.By | None, Query()] = None,
+):
+    """Outcome statistics from audit metadata: counts per group, cells below 5 suppressed."""
+    return service.outcome_stats(session, since=since, until=until, by=by)

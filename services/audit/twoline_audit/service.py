@@ -4,14 +4,24 @@ Proofs and checkpoints rebuild the tree from every stored leaf hash on each requ
 the log's size, fine at this scale; caching completed subtrees (tiles) is the way to scale it.
 """
 
+import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session
 
-from twoline_audit import domain, repository, signing
-from twoline_audit.models import AuditEntry, Checkpoint, ConsistencyProof, InclusionProof
+from twoline_audit import domain, repository, signing, stats, traces
+from twoline_audit.models import (
+    AuditEntry,
+    Checkpoint,
+    ConsistencyProof,
+    InclusionProof,
+    OutcomeStats,
+    TraceFinding,
+    TracePublic,
+    TraceRecord,
+)
 from twoline_audit.repository import StoredEntry
 from twoline_shared.errors import Invalid, NotFound
 from twoline_shared.events import Event
@@ -42,7 +52,10 @@ def append(session: Session, *, event: Event) -> AuditEntry:
         entry_hash=domain.entry_hash(prev_hash=prev_hash, **fields),
         leaf_hash=domain.leaf_hash(domain.entry_bytes(**fields)).hex(),
     )
-    return repository.add_entry(session, entry=entry)
+    entry = repository.add_entry(session, entry=entry)
+    # Flow traces: the ids it names, indexed in the same transaction (not hashed).
+    repository.add_refs(session, index=index, refs=traces.entry_refs(fields["data"]))
+    return entry
 
 
 def list_entries(
@@ -106,4 +119,104 @@ def consistency_proof(session: Session, *, first: int, second: int) -> Consisten
         first=first,
         second=second,
         consistency_path=[domain.b64(h) for h in domain.consistency_proof(first, leaves)],
+    )
+
+
+def trace(
+    session: Session, *, referral_id: uuid.UUID, now: datetime, grace_seconds: float
+) -> TracePublic:
+    """Every entry about one referral, from every service, in log order, and its findings.
+
+    The entries naming the referral give its tracks and consents; then every entry naming one
+    of those is added, whenever it arrived. Zone B's entries only ever name the track (F5).
+    """
+    rid = str(referral_id)
+    direct = repository.read_indexes(
+        session, indexes=repository.indexes_naming(session, kind=traces.REFERRAL, values=[rid])
+    )
+    if not direct:
+        raise NotFound(f"The audit log holds nothing about referral {rid}.", slug="trace-not-found")
+    tracks: set[str] = set()
+    consents: set[str] = set()
+    for entry in direct:
+        own_tracks, own_consents = traces.own_ids(entry.data)
+        tracks |= own_tracks
+        consents |= own_consents
+    related = repository.indexes_naming(
+        session, kind=traces.TRACK, values=tracks
+    ) | repository.indexes_naming(session, kind=traces.CONSENT, values=consents)
+    known = {e.index for e in direct}
+    more = [
+        e
+        for e in repository.read_indexes(session, indexes=related - known)
+        if traces.belongs(e.data, referral_id=rid, tracks=tracks, consents=consents)
+    ]
+    entries = sorted([*direct, *more], key=lambda e: e.index)
+    facts = [traces.fact(index=e.index, time=e.time, source=e.source, data=e.data) for e in entries]
+    found = traces.findings(facts, referral_id=rid, now=now, grace=timedelta(seconds=grace_seconds))
+    records = [_trace_record(e, f) for e, f in zip(entries, facts, strict=True)]
+    return TracePublic(
+        referral_id=rid,
+        records=records,
+        findings=[TraceFinding(code=f.code, indexes=f.indexes, text=f.text) for f in found],
+        count=len(records),
+    )
+
+
+_TRACE_LISTS = ("roles", "categories", "track_ids", "consent_ids", "linked_track_ids")
+
+
+def _trace_record(entry: StoredEntry, fact: traces.Fact) -> TraceRecord:
+    """The ids and codes of one entry; a field of the wrong shape (a damaged row) is left out."""
+    codes = {
+        name: fact.get(name)
+        for name in TraceRecord.model_fields
+        if name not in ("index", "time", "type", "service", "track_id", *_TRACE_LISTS)
+    }
+    lists = {name: fact.list(name) for name in _TRACE_LISTS if name in fact.data}
+    return TraceRecord(
+        index=entry.index,
+        time=entry.time,
+        type=entry.type,
+        service=fact.service,
+        track_id=fact.track_id,
+        **codes,
+        **lists,
+    )
+
+
+# ---------------------------------------------------------------- outcome statistics
+
+
+def outcome_stats(
+    session: Session, *, since: date | None, until: date | None, by: stats.By | None
+) -> OutcomeStats:
+    """Outcome figures for [since, until) by group, small cells suppressed (`twoline_audit.stats`).
+
+    Reads every counted record in the period, and the referral records before it (for the
+    routing time of tracks accepted or completed in it): O(n) in the log's size per request.
+    """
+    if since is not None and until is not None and since >= until:
+        raise Invalid("`from` must be before `to`.", slug="invalid-period")
+    low, high = stats.text_bounds(since=since, until=until)
+    records = [
+        stats.Record(type=type_, time=time, data=data)
+        for type_, time, data in repository.stats_records(
+            session,
+            types=stats.PERIOD_TYPES,
+            join_types=stats.JOIN_TYPES,
+            since=low,
+            until=high,
+        )
+    ]
+    facts = stats.collect(records, start=stats.day_start(since), end=stats.day_start(until))
+    table = stats.tabulate(facts, by=by)
+    return OutcomeStats.model_validate(
+        {
+            "from": since,
+            "to": until,
+            "by": by.value if by is not None else None,
+            "suppressed_below": stats.THRESHOLD,
+            **table,
+        }
     )

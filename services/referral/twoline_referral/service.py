@@ -41,7 +41,7 @@ from twoline_referral.models import (
 from twoline_shared import crypto
 from twoline_shared.audit import record_audit
 from twoline_shared.auth import Agency, Principal
-from twoline_shared.codes import StatusReason, TaskStatus
+from twoline_shared.codes import StatusReason, TaskStatus, Track
 from twoline_shared.db import utcnow
 from twoline_shared.errors import Conflict, Invalid, NotFound
 from twoline_shared.events import Event, new_event
@@ -585,13 +585,7 @@ def create_referral(
         now=utcnow(),
     )
     if missing:
-        raise Invalid(
-            "The client has no active consent to refer to: "
-            + ", ".join(a.value for a in missing)
-            + ".",
-            slug="consent-missing",
-            missing_consent=[a.value for a in missing],
-        )
+        raise _consent_missing(client_ref=body.client_ref, missing=missing, tracks=tracks)
 
     union = domain.union_of_categories(chosen.values())
     disclosed = fetch_disclosure(body.client_ref, org, union) if union else {}
@@ -647,6 +641,9 @@ def create_referral(
     # After the referral's own insert, so that a racing replay is answered before anything is
     # locked or any key made; a refusal here rolls the insert back with the rest.
     _lock_and_check_again(session, chosen=chosen, org=org, client_ref=body.client_ref, now=now)
+    _record_consent_decisions(
+        session, principal=principal, chosen=chosen, client_ref=body.client_ref
+    )
     keys = {agency: _data_key(session, consent=chosen[agency]) for agency in agencies}
     for track in referral.tracks:
         agency = Agency(track.agency)
@@ -737,13 +734,50 @@ def _lock_and_check_again(
         )
     ]
     if gone:
-        raise Invalid(
-            "The client has no active consent to refer to: "
-            + ", ".join(a.value for a in gone)
-            + ".",
-            slug="consent-missing",
-            missing_consent=[a.value for a in gone],
+        raise _consent_missing(client_ref=client_ref, missing=gone, tracks=None)
+
+
+def _record_consent_decisions(
+    session: Session, *, principal: Principal, chosen: Mapping[Agency, ConsentView], client_ref: str
+) -> None:
+    """F0: the permitting consent decision, one per agency (the denying one is
+    `_consent_missing`)."""
+    for agency, consent in sorted(chosen.items()):
+        record_audit(
+            session,
+            service=SERVICE,
+            action="consent-decision",
+            actor=principal,
+            resource_type="consent",
+            resource_id=consent.consent_id,
+            consent_id=consent.consent_id,
+            client_ref=client_ref,
+            agency=agency.value,
+            purpose="referral",
+            categories=sorted(consent.categories),
         )
+
+
+def _consent_missing(
+    *, client_ref: str, missing: list[Agency], tracks: list[Track] | None
+) -> Invalid:
+    """F0: the refusal of a referral without consent, and its denying consent decision (the
+    kernel records it in a transaction of its own, since the request's rolls back)."""
+    agencies = [a.value for a in missing]
+    return Invalid(
+        "The client has no active consent to refer to: " + ", ".join(agencies) + ".",
+        slug="consent-missing",
+        missing_consent=agencies,
+        audit={
+            "action": "consent-decision",
+            "resource_type": "client",
+            "resource_id": client_ref,
+            "client_ref": client_ref,
+            "agencies": agencies,
+            "tracks": [t.value for t in tracks] if tracks else None,
+            "purpose": "referral",
+        },
+    )
 
 
 def _data_key(session: Session, *, consent: ConsentView) -> tuple[str, bytes]:
