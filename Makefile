@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export UV_SYSTEM_CERTS ?= true
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
-.PHONY: bootstrap run test pytest lint format demo clean
+.PHONY: bootstrap run test pytest lint format demo bench clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -22,6 +22,10 @@ run: bootstrap
 ## demo: the dual-track story against the stack `make run` started (in another terminal)
 demo: bootstrap
 	$(UV) run --frozen twoline demo
+
+## bench: speed and memory figures from a stack of its own (BENCH_ARGS="--people 200")
+bench: bootstrap
+	$(UV) run --frozen twoline bench $(BENCH_ARGS)
 
 ## test: ruff (format + check), then the whole suite
 test: lint pytest

@@ -120,9 +120,16 @@ def test_run_starts_every_service_runs_the_demo_and_stops_cleanly(tmp_path):
             "the NGO sees return: on-hold",
             "step declined_by_client",
             "outcome=legal_stay",
+            "== The auditor: the referral's trace and the verified log",
+            "no findings",
+            "OK: the audit log verifies",
             "demo complete",
         ):
             assert line in demo.stdout, demo.stdout
+        # The trace spans the services: the bridge's disclosures and zone B's acceptances.
+        trace = demo.stdout.split("== The auditor", 1)[1]
+        for fact in ("referral  disclose track", "case-resolution  accept case"):
+            assert fact in trace, trace
 
         descendants = children_of(stack.pid)
         assert len(descendants) >= 7  # nats-server, issuer, five services

@@ -3,7 +3,8 @@
 An NGO in Ghent registers a person, records two consents (one per agency, different categories),
 and refers them for both tracks. An ICAM coach in Brussels accepts the legal-stay track and
 assesses options; a Fedasil return counsellor accepts the return track and the person declines
-return; the legal-stay track completes with outcome `legal_stay`, and the NGO sees it.
+return; the legal-stay track completes with outcome `legal_stay`, and the NGO sees it. Last, an
+auditor reads the referral's trace across all services and verifies the audit log.
 """
 
 import datetime as dt
@@ -16,6 +17,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from twoline import auditlog
 from twoline.devissuer import DEFAULT_AUDIENCE, issue, load_key
 from twoline.stack import SERVICES, service_port
 
@@ -270,7 +272,52 @@ class Story:
                 f"  {track['track']:<10} {track['status']:<11} outcome={track['outcome']} "
                 f"progress={' -> '.join(p['status'] for p in track['progress'] or [])}"
             )
+        self._audit(referral_id, run_id)
         self.say("demo complete")
+
+    def _audit(self, referral_id: str, run_id: str) -> None:
+        """The auditor's view: the referral's trace across services, and the log verified."""
+        self.say("== The auditor: the referral's trace and the verified log")
+        auditor = self.api("audit", "auditor", f"auditor-{run_id}")
+
+        def complete() -> Any:
+            response = auditor.http.get(
+                f"{auditor.base}/traces/{referral_id}",
+                headers={"Authorization": f"Bearer {auditor.token}"},
+            )
+            if response.status_code != 200:
+                return None
+            trace = response.json()
+            # The last facts of the story: zone B completed, and the bridge took it in.
+            done = {(r.get("service"), r.get("action")) for r in trace["records"]}
+            closed = {("case-resolution", "complete"), ("referral", "update")} <= done
+            return (
+                trace
+                if closed
+                and any(
+                    r.get("status") == "completed" and r.get("service") == "referral"
+                    for r in trace["records"]
+                )
+                else None
+            )
+
+        trace = self.wait_for(complete, "the audit log to hold the whole story")
+        for line in auditlog.trace_lines(trace):
+            self.say("  " + line)
+        if trace["findings"]:
+            raise DemoFailed(f"the trace has findings: {trace['findings']}")
+        with httpx.Client(
+            base_url=auditor.base.removesuffix("/v1"),
+            headers={"Authorization": f"Bearer {auditor.token}"},
+            timeout=60,
+        ) as client:
+            try:
+                report = auditlog.verify(client)
+            except auditlog.LogError as exc:
+                raise DemoFailed(f"the audit log does not verify: {exc}") from exc
+        for line in report.lines:
+            self.say("  " + line)
+        self.say("  OK: the audit log verifies")
 
     # ---------------------------------------------------------------- steps
 
