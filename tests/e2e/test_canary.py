@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.canaries import FIELDS, client_body, database_text, make_canaries
-from tests.conftest import FEDASIL_BRUSSELS, ICAM_BRUSSELS, NGO_GHENT, eventually
+from tests.conftest import AUDITOR, FEDASIL_BRUSSELS, ICAM_BRUSSELS, NGO_GHENT, eventually
 from tests.e2e.conftest import stream_payloads
 from twoline_shared import telemetry
 
@@ -75,6 +75,7 @@ def test_canaries_reach_only_the_authorised_caseworker_and_vanish_on_withdrawal(
     ngo = issuer.headers(**NGO_GHENT)
     coach = issuer.headers(sub="coach-canary", **ICAM_BRUSSELS)
     counsellor = issuer.headers(sub="counsellor-canary", **FEDASIL_BRUSSELS)
+    auditor = issuer.headers(**AUDITOR)
     c = make_canaries()
 
     created = stack["intake"].post("/v1/clients", json=client_body(c), headers=ngo)
@@ -131,6 +132,12 @@ def test_canaries_reach_only_the_authorised_caseworker_and_vanish_on_withdrawal(
 
     eventually(audit_settled, "the audit log to hold case-resolution records")
 
+    def traced():
+        response = stack["audit"].get(f"/v1/traces/{referral['referral_id']}", headers=auditor)
+        return response if response.status_code == 200 else None
+
+    trace = eventually(traced, "the referral's trace")
+
     everywhere = {
         "the bridge's database": database_text(stack["referral"].app.state.runtime.engine),
         "the case-resolution database": database_text(stack["case"].app.state.runtime.engine),
@@ -143,6 +150,12 @@ def test_canaries_reach_only_the_authorised_caseworker_and_vanish_on_withdrawal(
         ).decode(errors="replace"),
         "the services' logs": log_text(caplog.records),
         "the exported spans": span_text(spans),
+        # What the auditor and the NGO read about the flow: ids, roles and codes only.
+        "the auditor's flow trace": trace.text,
+        "the auditor's statistics": stack["audit"].get("/v1/stats", headers=auditor).text,
+        "the NGO's access log": stack["referral"]
+        .get(f"/v1/referrals/{referral['referral_id']}/access-log", headers=ngo)
+        .text,
     }
     assert all(everywhere.values()), [k for k, v in everywhere.items() if not v]
     for place, text in everywhere.items():
