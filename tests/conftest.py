@@ -258,3 +258,20 @@ def is_refusal_record(subject: str) -> bool:
     and after a refused call leave these out; tests/firewall/test_route_policy.py checks them."""
     parts = subject.split(".")
     return len(parts) == 4 and parts[0] == "audit" and parts[2] == "route"
+
+
+@pytest.fixture
+def spans():
+    """Every span any service's provider ends while the test runs (each service has its own
+    provider; the kernel's hook reaches them all): an in-memory exporter."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from twoline_shared import telemetry
+
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    telemetry.add_span_processor(processor)
+    yield exporter
+    telemetry.remove_span_processor(processor)
+    processor.shutdown()

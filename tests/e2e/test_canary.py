@@ -12,13 +12,11 @@ import logging
 import time
 
 import pytest
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.canaries import FIELDS, client_body, database_text, make_canaries
 from tests.conftest import AUDITOR, FEDASIL_BRUSSELS, ICAM_BRUSSELS, NGO_GHENT, eventually
 from tests.e2e.conftest import stream_payloads
-from twoline_shared import telemetry
 
 pytestmark = pytest.mark.nats
 
@@ -55,17 +53,6 @@ def log_text(records: list[logging.LogRecord]) -> str:
         if record.exc_info and record.exc_info[1] is not None:
             parts.append(repr(record.exc_info[1]))
     return "\n".join(parts)
-
-
-@pytest.fixture
-def spans():
-    """Every span of every service: each has its own provider; the kernel's hook reaches all."""
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    telemetry.add_span_processor(processor)
-    yield exporter
-    telemetry.remove_span_processor(processor)
-    processor.shutdown()
 
 
 def test_canaries_reach_only_the_authorised_caseworker_and_vanish_on_withdrawal(

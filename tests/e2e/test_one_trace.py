@@ -6,12 +6,10 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.canaries import client_body, make_canaries
 from tests.conftest import FEDASIL_BRUSSELS, ICAM_BRUSSELS, NGO_GHENT, eventually
-from twoline_shared import telemetry
 
 pytestmark = pytest.mark.nats
 
@@ -19,16 +17,6 @@ AGENCY_OF = {"legal_stay": "immigration_office", "return": "fedasil"}
 ROUTED = "secondline.referral.track.routed"
 ACCEPTED = "secondline.case.track.accepted"
 STATUS_CHANGED = "secondline.case.track.status-changed"
-
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    telemetry.add_span_processor(processor)
-    yield exporter
-    telemetry.remove_span_processor(processor)
-    processor.shutdown()
 
 
 def service_of(span: ReadableSpan) -> str:

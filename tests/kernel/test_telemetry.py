@@ -29,17 +29,6 @@ CALL = "svc.intake.disclosure"
 
 
 @pytest.fixture
-def spans():
-    """Every span any provider of the process ends, through the kernel's hook."""
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    telemetry.add_span_processor(processor)
-    yield exporter
-    telemetry.remove_span_processor(processor)
-    processor.shutdown()
-
-
-@pytest.fixture
 def no_otel_env(monkeypatch):
     for name in (
         "OTEL_SDK_DISABLED",
