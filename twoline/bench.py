@@ -13,11 +13,9 @@ Nothing here asserts a speed: a benchmark prints, tests check behaviour.
 import concurrent.futures
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import httpx
 
 from twoline import auditlog
 from twoline.devissuer import DEFAULT_AUDIENCE, issue, load_key
+from twoline.natsserver import free_port
 from twoline.stack import SERVICES, Stack, service_port
 
 ORG = "ngo-bench"
@@ -37,12 +36,6 @@ PERFORMER = {"immigration_office": "icam_coach", "fedasil": "return_counsellor"}
 
 class BenchFailed(Exception):
     """The stack did not do what the benchmark drives it to do."""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _rss_mib(pid: int) -> float | None:
@@ -79,7 +72,7 @@ class Timings:
         p95 = ms[min(n - 1, round(0.95 * (n - 1)))]
         rate = n / self.wall if self.wall else 0.0
         return (
-            f"  {self.name:34} {n:6d} req  {rate:7.1f} req/s   p50 {statistics.median(ms):7.1f} ms"
+            f"  {self.name:38} {n:6d} req  {rate:7.1f} req/s   p50 {statistics.median(ms):7.1f} ms"
             f"   p95 {p95:7.1f} ms   max {ms[-1]:7.1f} ms"
         )
 
@@ -341,6 +334,11 @@ class Bench:
             referral_ids[:20],
             lambda rid: self.call(auditor, "GET", "audit", f"/traces/{rid}"),
         )
+        self.step(
+            "outcome statistics by agency (audit)",
+            list(range(5)),
+            lambda _: self.call(auditor, "GET", "audit", "/stats?by=agency"),
+        )
         start = time.perf_counter()
         with httpx.Client(
             base_url=f"http://127.0.0.1:{self.ports['audit']}",
@@ -350,7 +348,8 @@ class Bench:
             report = auditlog.verify(client)
         say(
             f"  twoline audit verify of {report.checkpoint['tree_size']} entries: "
-            f"{time.perf_counter() - start:.2f} s (every inclusion proof, root, chain)\n\n"
+            f"{time.perf_counter() - start:.2f} s (root from every entry, 5 sampled inclusion "
+            "proofs, the chain)\n\n"
         )
 
         say("resident memory after the run (VmRSS):\n")
@@ -366,10 +365,10 @@ def run_bench(*, people: int, concurrency: int, out: TextIO, keep: Path | None =
     """Start a stack on free ports, run the benchmark, print the figures, stop the stack."""
     data_dir = keep or Path(tempfile.mkdtemp(prefix="twoline-bench-"))
     for service in SERVICES:
-        os.environ[f"{service.prefix}PORT"] = str(_free_port())
+        os.environ[f"{service.prefix}PORT"] = str(free_port())
     # The benchmark's own runs: quiet services, no OTLP export unless the caller asked for it.
     stack = Stack(
-        data_dir=data_dir, nats_port=_free_port(), issuer_port=_free_port(), host="127.0.0.1"
+        data_dir=data_dir, nats_port=free_port(), issuer_port=free_port(), host="127.0.0.1"
     )
     memory = _memory_total_gib()
     print(
@@ -392,4 +391,4 @@ def run_bench(*, people: int, concurrency: int, out: TextIO, keep: Path | None =
         return 1
     finally:
         stack.stop()
-        print(f"\n(data of this run: {data_dir}; run id {uuid.uuid4().hex[:6]})", file=out)
+        print(f"\n(data of this run: {data_dir})", file=out)
