@@ -690,9 +690,25 @@ def _start_work(
     return at
 
 
+def _save_work(
+    session: Session,
+    *,
+    principal: Principal,
+    case: Case,
+    row: CaseReturnStep | CaseSession | CaseDecision,
+    action: str,
+    kind: str,
+    **codes: object,
+) -> None:
+    """Store one row of track work and its audit record, in the request's transaction."""
+    repository.add_row(session, row=row)
+    _audit_work(session, principal=principal, case=case, action=action, kind=kind, **codes)
+
+
 def _audit_work(
     session: Session, *, principal: Principal, case: Case, action: str, kind: str, **codes: object
 ) -> None:
+    """The audit record of a case worker's work on a case: ids and codes, never notes (F8)."""
     record_audit(
         session,
         service=SERVICE,
@@ -778,11 +794,11 @@ def _move_step(
         recorded_by=principal.sub,
         recorded_at=at,
     )
-    repository.add_row(session, row=row)
-    _audit_work(
+    _save_work(
         session,
         principal=principal,
         case=case,
+        row=row,
         action="update",
         kind="case-return-step",
         previous_step=current,
@@ -833,11 +849,11 @@ def record_session(
         recorded_by=principal.sub,
         recorded_at=at,
     )
-    repository.add_row(session, row=row)
-    _audit_work(
+    _save_work(
         session,
         principal=principal,
         case=case,
+        row=row,
         action="create",
         kind="case-session",
         session_id=str(row.id),
@@ -863,11 +879,11 @@ def record_decision(
         recorded_by=principal.sub,
         recorded_at=at,
     )
-    repository.add_row(session, row=row)
-    _audit_work(
+    _save_work(
         session,
         principal=principal,
         case=case,
+        row=row,
         action="create",
         kind="case-decision",
         decision_id=str(row.id),

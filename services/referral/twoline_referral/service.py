@@ -140,16 +140,10 @@ def record_consent_withdrawn(session: Session, *, data: ConsentWithdrawn) -> Non
         if domain.is_open(previous):
             _move(session, track, status=TaskStatus.CANCELLED, reason=reason, outcome=None, at=now)
         add_event(session, _track_cancelled(track, reason=reason, at=now))
-        record_audit(
+        _audit_track(
             session,
-            service=SERVICE,
+            track,
             action="cancel",
-            actor=None,
-            resource_type="track",
-            resource_id=str(track.track_id),
-            referral_id=str(track.referral_id),
-            agency=track.agency,
-            office=track.office,
             consent_id=consent.consent_id,
             previous_status=previous,
             status=track.status,
@@ -211,21 +205,40 @@ def record_track_status(session: Session, *, verb: str, data: TrackStatusChanged
         outcome=data.outcome.value if data.outcome else None,
         at=data.at or utcnow(),
     )
-    record_audit(
+    _audit_track(
         session,
-        service=SERVICE,
+        track,
         action="update",
-        actor=None,
-        resource_type="track",
-        resource_id=str(track.track_id),
-        referral_id=str(track.referral_id),
-        agency=track.agency,
-        office=track.office,
         previous_status=previous,
         status=track.status,
         reason=track.status_reason,
         # Not `outcome`: in an audit record that is whether the action succeeded.
         track_outcome=track.outcome,
+    )
+
+
+def _audit_track(
+    session: Session,
+    track: ReferralTrack,
+    *,
+    action: str,
+    actor: Principal | None = None,
+    resource_type: str = "track",
+    **codes: object,
+) -> None:
+    """An audit record about one track: its ids, the agency and office it went to, and codes."""
+    record_audit(
+        session,
+        service=SERVICE,
+        action=action,
+        actor=actor,
+        resource_type=resource_type,
+        resource_id=str(track.track_id),
+        track_id=str(track.track_id),
+        referral_id=str(track.referral_id),
+        agency=track.agency,
+        office=track.office,
+        **codes,
     )
 
 
@@ -524,18 +537,11 @@ def _release_step_ups(session: Session, *, consent: ConsentView, fetch_disclosur
             ),
         )
         # F2: every disclosure is an audit record: to whom, under which consent, which categories.
-        record_audit(
+        _audit_track(
             session,
-            service=SERVICE,
+            track,
             action="disclose",
-            actor=None,
-            resource_type="track",
-            resource_id=str(track.track_id),
-            track_id=str(track.track_id),
-            referral_id=str(track.referral_id),
             request_id=row.request_id,
-            agency=track.agency,
-            office=track.office,
             consent_id=consent.consent_id,
             previous_consent_id=previous_consent,
             key_id=key_id,
@@ -676,17 +682,11 @@ def create_referral(
             ),
         )
         # F2: every disclosure is an audit record: to whom, under which consent, which categories.
-        record_audit(
+        _audit_track(
             session,
-            service=SERVICE,
+            track,
             action="disclose",
             actor=principal,
-            resource_type="track",
-            resource_id=str(track.track_id),
-            track_id=str(track.track_id),
-            referral_id=str(referral.referral_id),
-            agency=track.agency,
-            office=track.office,
             consent_id=consent.consent_id,
             key_id=key_id,
             categories=categories[agency],
@@ -1009,17 +1009,11 @@ def release_joint_review(session: Session, *, request: JointReviewRequest) -> di
     partners = domain.joint_review_partners(track, candidates, consents, now=utcnow())
     linked = [str(p.track_id) for p in partners]
     if linked:
-        record_audit(
+        _audit_track(
             session,
-            service=SERVICE,
+            track,
             action="disclose",
-            actor=None,
             resource_type="joint-review",
-            resource_id=str(track.track_id),
-            track_id=str(track.track_id),
-            referral_id=str(track.referral_id),
-            agency=track.agency,
-            office=track.office,
             consent_id=track.consent_id,
             linked_track_ids=linked,
             linked_consent_ids=sorted({p.consent_id for p in partners}),
