@@ -27,7 +27,7 @@ from twoline_audit import domain
 from twoline_audit.app import SPEC, create_app
 from twoline_audit.config import Settings
 from twoline_audit.consumers import BINDINGS, on_audit_record
-from twoline_audit.models import AuditEntry
+from twoline_audit.models import AuditEntry, AuditTreeNode
 from twoline_intake.app import create_app as create_intake_app
 from twoline_intake.config import Settings as IntakeSettings
 from twoline_shared.db import session_scope
@@ -739,4 +739,70 @@ def test_migration_gives_entries_logged_before_the_tree_their_leaf_hashes(make_d
         for r in rows
     ]
     assert len(rows) == 3
+    # Migration 0004 cached the perfect subtrees of the entries it found: here the first pair.
+    with Session(engine) as session:
+        nodes = session.exec(select(AuditTreeNode)).all()
+    leaves = [bytes.fromhex(r.leaf_hash) for r in rows]
+    assert [(n.level, n.position, n.hash) for n in nodes] == [
+        (1, 0, domain.node_hash(leaves[0], leaves[1]).hex())
+    ]
     engine.dispose()
+
+
+def _naive_root(leaves: list[bytes]) -> bytes:
+    """RFC 9162 MTH straight from its definition, to check the cached tree against."""
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k << 1 < len(leaves):
+        k <<= 1
+    return domain.node_hash(_naive_root(leaves[:k]), _naive_root(leaves[k:]))
+
+
+def test_cached_perfect_subtrees_give_every_root_and_proof_of_the_whole_tree():
+    """What appends store (each leaf's completed subtrees) answers roots, paths and consistency
+    proofs for every size, equal to the tree built from all leaves."""
+    leaves = [domain.leaf_hash(bytes([n])) for n in range(40)]
+    stored: dict[tuple[int, int], bytes] = {}
+
+    def perfect(level: int, position: int) -> bytes:
+        return leaves[position] if level == 0 else stored[(level, position)]
+
+    for index, leaf in enumerate(leaves):
+        for level, position, hash_ in domain.parents_completed(index, leaf, perfect):
+            size = 1 << level
+            assert hash_ == _naive_root(leaves[position * size : (position + 1) * size])
+            stored[(level, position)] = hash_
+        n = index + 1
+        mth = domain.range_hasher(perfect)
+        assert domain.root_of(n, mth) == _naive_root(leaves[:n])
+        for m in range(n):
+            assert domain.path_of(m, n, mth) == domain.inclusion_path(m, leaves[:n])
+            assert domain.verify_inclusion(
+                leaf_index=m,
+                tree_size=n,
+                leaf=leaves[m],
+                proof=domain.path_of(m, n, mth),
+                root=_naive_root(leaves[:n]),
+            )
+        for first in range(1, n + 1):
+            assert domain.verify_consistency(
+                first=first,
+                second=n,
+                first_root=_naive_root(leaves[:first]),
+                second_root=_naive_root(leaves[:n]),
+                proof=domain.consistency_of(first, n, mth),
+            )
+    # A node per completed perfect subtree, and no other: 40 leaves complete 20+10+5+2+1.
+    assert len(stored) == 38
+
+
+def test_each_append_stores_the_subtrees_it_completes(log, issuer):
+    feed(log, *(audit_record(n) for n in range(6)))
+
+    with Session(log.app.state.runtime.engine) as session:
+        nodes = {(n.level, n.position) for n in session.exec(select(AuditTreeNode)).all()}
+    assert nodes == {(1, 0), (1, 1), (2, 0), (1, 2)}
+    leaves = leaves_of(entries(log, issuer)["data"])
+    checkpoint = get(log, issuer, "/v1/log/checkpoint")
+    assert checkpoint["root_hash"] == domain.b64(_naive_root(leaves))

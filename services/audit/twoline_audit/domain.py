@@ -13,7 +13,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -175,45 +175,106 @@ def _split(n: int) -> int:
     return k
 
 
+# MTH(D[lo:hi]) of a range of the log. Every range RFC 9162's recursion asks for starts at a
+# multiple of the largest power of two below its size, so it splits into perfect subtrees:
+# a store of those (`perfect`) answers any root or proof with O(log n) lookups.
+RangeHash = Callable[[int, int], bytes]
+# (level, position) -> the hash of the perfect subtree of 2**level leaves at position.
+PerfectHash = Callable[[int, int], bytes]
+
+
+def range_hasher(perfect: PerfectHash) -> RangeHash:
+    """MTH(D[lo:hi]) from perfect-subtree hashes (level 0: the leaves)."""
+
+    def mth(lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:
+            return perfect(n.bit_length() - 1, lo // n)
+        k = _split(n)
+        return node_hash(mth(lo, lo + k), mth(lo + k, hi))
+
+    return mth
+
+
+def leaves_hasher(leaves: Sequence[bytes]) -> RangeHash:
+    """MTH over a list of leaf hashes held in memory (each perfect subtree computed once)."""
+    known: dict[tuple[int, int], bytes] = {}
+
+    def perfect(level: int, position: int) -> bytes:
+        if level == 0:
+            return leaves[position]
+        if (level, position) not in known:
+            known[(level, position)] = node_hash(
+                perfect(level - 1, 2 * position), perfect(level - 1, 2 * position + 1)
+            )
+        return known[(level, position)]
+
+    return range_hasher(perfect)
+
+
+def parents_completed(index: int, leaf: bytes, left: PerfectHash) -> list[tuple[int, int, bytes]]:
+    """The perfect subtrees that appending leaf `index` completes: (level, position, hash).
+
+    `left(level, position)` gives the left sibling at each level (stored before this leaf)."""
+    completed = []
+    level, position, hash_ = 0, index, leaf
+    while position & 1:
+        hash_ = node_hash(left(level, position - 1), hash_)
+        level, position = level + 1, position >> 1
+        completed.append((level, position, hash_))
+    return completed
+
+
+def root_of(size: int, mth: RangeHash) -> bytes:
+    """MTH(D[size]); the empty tree's root is SHA-256 of nothing."""
+    return mth(0, size) if size else hashlib.sha256(b"").digest()
+
+
+def path_of(index: int, size: int, mth: RangeHash) -> list[bytes]:
+    """PATH(m, D[n]): the audit path of leaf `index` in the tree of `size`, from the leaf up."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf {index} is not in a tree of size {size}")
+
+    def path(lo: int, hi: int) -> list[bytes]:
+        if hi - lo == 1:
+            return []
+        k = _split(hi - lo)
+        if index < lo + k:
+            return [*path(lo, lo + k), mth(lo + k, hi)]
+        return [*path(lo + k, hi), mth(lo, lo + k)]
+
+    return path(0, size)
+
+
+def consistency_of(first: int, size: int, mth: RangeHash) -> list[bytes]:
+    """PROOF(m, D[n]) for 0 < m <= n: the nodes that tie the size-m tree to the size-n tree."""
+    if not 0 < first <= size:
+        raise ValueError(f"no consistency proof from size {first} to size {size}")
+
+    def subproof(m: int, lo: int, hi: int, complete: bool) -> list[bytes]:
+        if m == hi - lo:
+            return [] if complete else [mth(lo, hi)]
+        k = _split(hi - lo)
+        if m <= k:
+            return [*subproof(m, lo, lo + k, complete), mth(lo + k, hi)]
+        return [*subproof(m - k, lo + k, hi, False), mth(lo, lo + k)]
+
+    return subproof(first, 0, size, True)
+
+
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """MTH(D[n]) over leaf hashes; the empty tree's root is SHA-256 of nothing."""
-    n = len(leaves)
-    if n == 0:
-        return hashlib.sha256(b"").digest()
-    if n == 1:
-        return leaves[0]
-    k = _split(n)
-    return node_hash(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
+    return root_of(len(leaves), leaves_hasher(leaves))
 
 
 def inclusion_path(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     """PATH(m, D[n]): the audit path of leaf `index`, from the leaf up."""
-    n = len(leaves)
-    if not 0 <= index < n:
-        raise ValueError(f"leaf {index} is not in a tree of size {n}")
-    if n == 1:
-        return []
-    k = _split(n)
-    if index < k:
-        return [*inclusion_path(index, leaves[:k]), merkle_root(leaves[k:])]
-    return [*inclusion_path(index - k, leaves[k:]), merkle_root(leaves[:k])]
+    return path_of(index, len(leaves), leaves_hasher(leaves))
 
 
 def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
     """PROOF(m, D[n]) for 0 < m <= n: the nodes that tie the size-m tree to the size-n tree."""
-    if not 0 < first <= len(leaves):
-        raise ValueError(f"no consistency proof from size {first} to size {len(leaves)}")
-    return _subproof(first, leaves, complete=True)
-
-
-def _subproof(m: int, leaves: Sequence[bytes], *, complete: bool) -> list[bytes]:
-    n = len(leaves)
-    if m == n:
-        return [] if complete else [merkle_root(leaves)]
-    k = _split(n)
-    if m <= k:
-        return [*_subproof(m, leaves[:k], complete=complete), merkle_root(leaves[k:])]
-    return [*_subproof(m - k, leaves[k:], complete=False), merkle_root(leaves[:k])]
+    return consistency_of(first, len(leaves), leaves_hasher(leaves))
 
 
 def verify_inclusion(

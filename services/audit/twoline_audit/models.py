@@ -34,6 +34,21 @@ class AuditEntry(AuditEntryBase, table=True):
     __tablename__ = "audit_entry"
 
 
+class AuditTreeNode(SQLModel, table=True):
+    """The hash of one perfect subtree of the Merkle tree (2**level leaves at `position`),
+    written when its last leaf is appended (level 0 is each entry's own `leaf_hash`).
+
+    A cache beside the log, derivable from the stored leaf hashes: a checkpoint or a proof
+    reads O(log n) of these instead of rebuilding the tree from every leaf.
+    """
+
+    __tablename__ = "audit_tree_node"
+
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    position: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    hash: str = Field(max_length=64)
+
+
 class AuditEntryPublic(SQLModel):
     index: int
     event_id: str

@@ -1,7 +1,8 @@
-"""All audit-log queries. The log is only appended to; nothing here updates or deletes."""
+"""All audit-log queries. The log is only appended to; nothing here updates or deletes an
+entry (the tree-node cache beside it is derived, and a stale node is replaced)."""
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from twoline_audit.models import AuditEntry, AuditEntryRef
+from twoline_audit.models import AuditEntry, AuditEntryRef, AuditTreeNode
 
 # Stands in for stored data that no longer parses as JSON: it matches no hash (and is shown as
 # null), so a damaged row is reported by `verify` instead of failing the request.
@@ -115,12 +116,37 @@ def iter_chain(session: Session, *, batch: int = 1000) -> Iterator[StoredEntry]:
         start = rows[-1].index + 1
 
 
-def leaf_hashes(session: Session, *, size: int | None = None) -> list[bytes]:
-    """The stored leaf hashes in index order (the first `size` of them), in one statement."""
-    query = select(AuditEntry.leaf_hash).order_by(AuditEntry.index)  # type: ignore[arg-type]
-    if size is not None:
-        query = query.limit(size)
-    return [_unhex(h) for h in session.exec(query).all()]
+def log_size(session: Session) -> int:
+    return session.exec(select(func.count()).select_from(AuditEntry)).one()
+
+
+def perfect_hashes(session: Session) -> Callable[[int, int], bytes]:
+    """Perfect-subtree hashes as stored (level 0: the entries' leaf hashes), each read once.
+
+    A missing or damaged one is a hash that matches nothing, so proofs fail instead of the read.
+    """
+    known: dict[tuple[int, int], bytes] = {}
+
+    def perfect(level: int, position: int) -> bytes:
+        if (level, position) not in known:
+            if level == 0:
+                query = select(AuditEntry.leaf_hash).where(AuditEntry.index == position)
+            else:
+                query = select(AuditTreeNode.hash).where(
+                    AuditTreeNode.level == level, AuditTreeNode.position == position
+                )
+            stored = session.exec(query).first()  # type: ignore[call-overload]
+            known[(level, position)] = _unhex(stored) if stored is not None else b""
+        return known[(level, position)]
+
+    return perfect
+
+
+def save_nodes(session: Session, *, nodes: Iterable[tuple[int, int, bytes]]) -> None:
+    """Store the perfect subtrees an append completed (a re-append replaces a stale one)."""
+    for level, position, hash_ in nodes:
+        session.merge(AuditTreeNode(level=level, position=position, hash=hash_.hex()))
+    session.flush()
 
 
 def _unhex(text: str) -> bytes:

@@ -1,7 +1,7 @@
 """Audit use cases: append a record, read the log, verify the chain, sign checkpoints, prove.
 
-Proofs and checkpoints rebuild the tree from every stored leaf hash on each request: O(n) in
-the log's size, fine at this scale; caching completed subtrees (tiles) is the way to scale it.
+Each append stores the perfect subtrees its leaf completes (`audit_tree_node`), so a checkpoint
+or a proof reads O(log n) stored hashes instead of rebuilding the tree from every leaf.
 """
 
 import uuid
@@ -53,6 +53,13 @@ def append(session: Session, *, event: Event) -> AuditEntry:
         leaf_hash=domain.leaf_hash(domain.entry_bytes(**fields)).hex(),
     )
     entry = repository.add_entry(session, entry=entry)
+    # The Merkle tree's perfect subtrees this leaf completes (a cache beside the log).
+    repository.save_nodes(
+        session,
+        nodes=domain.parents_completed(
+            index, bytes.fromhex(entry.leaf_hash), repository.perfect_hashes(session)
+        ),
+    )
     # Flow traces: the ids it names, indexed in the same transaction (not hashed).
     repository.add_refs(session, index=index, refs=traces.entry_refs(fields["data"]))
     return entry
@@ -76,12 +83,12 @@ def verify(session: Session) -> domain.Verification:
 
 def checkpoint(session: Session, *, key: Ed25519PrivateKey) -> Checkpoint:
     """Sign the tree as it stands: its size, its root, now."""
-    leaves = repository.leaf_hashes(session)
-    root = domain.merkle_root(leaves)
+    size, mth = _tree(session, size=None)
+    root = domain.root_of(size, mth)
     timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    signature = signing.sign(key, tree_size=len(leaves), root_hash=root, timestamp=timestamp)
+    signature = signing.sign(key, tree_size=size, root_hash=root, timestamp=timestamp)
     return Checkpoint(
-        tree_size=len(leaves),
+        tree_size=size,
         root_hash=domain.b64(root),
         timestamp=timestamp,
         signature=domain.b64(signature),
@@ -89,24 +96,25 @@ def checkpoint(session: Session, *, key: Ed25519PrivateKey) -> Checkpoint:
     )
 
 
-def _tree(session: Session, *, size: int | None) -> list[bytes]:
-    """The first `size` leaves (all if None); Invalid if the log is not that big yet."""
-    leaves = repository.leaf_hashes(session, size=size)
-    if size is not None and len(leaves) < size:
-        raise Invalid(f"The log has {len(leaves)} entries, not {size}.", slug="tree-size-too-large")
-    return leaves
+def _tree(session: Session, *, size: int | None) -> tuple[int, domain.RangeHash]:
+    """The tree of the first `size` entries (all if None) as a range hasher over the stored
+    perfect subtrees (O(log n) reads per root); Invalid if the log is not that big yet."""
+    held = repository.log_size(session)
+    if size is not None and held < size:
+        raise Invalid(f"The log has {held} entries, not {size}.", slug="tree-size-too-large")
+    return (held if size is None else size), domain.range_hasher(repository.perfect_hashes(session))
 
 
 def inclusion_proof(session: Session, *, index: int, tree_size: int | None) -> InclusionProof:
     """The audit path of entry `index` in the tree of `tree_size` (default: the whole log)."""
-    leaves = _tree(session, size=tree_size)
-    if index >= len(leaves):
-        raise NotFound(f"No entry {index} in a tree of size {len(leaves)}.", slug="entry-not-found")
+    size, mth = _tree(session, size=tree_size)
+    if index >= size:
+        raise NotFound(f"No entry {index} in a tree of size {size}.", slug="entry-not-found")
     return InclusionProof(
         leaf_index=index,
-        tree_size=len(leaves),
-        leaf_hash=domain.b64(leaves[index]),
-        audit_path=[domain.b64(h) for h in domain.inclusion_path(index, leaves)],
+        tree_size=size,
+        leaf_hash=domain.b64(mth(index, index + 1)),
+        audit_path=[domain.b64(h) for h in domain.path_of(index, size, mth)],
     )
 
 
@@ -114,11 +122,11 @@ def consistency_proof(session: Session, *, first: int, second: int) -> Consisten
     """The proof that the tree of size `second` extends the tree of size `first`."""
     if first > second:
         raise Invalid("`first` must not be greater than `second`.", slug="invalid-range")
-    leaves = _tree(session, size=second)
+    size, mth = _tree(session, size=second)
     return ConsistencyProof(
         first=first,
         second=second,
-        consistency_path=[domain.b64(h) for h in domain.consistency_proof(first, leaves)],
+        consistency_path=[domain.b64(h) for h in domain.consistency_of(first, size, mth)],
     )
 
 
