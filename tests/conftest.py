@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from twoline.devissuer import DEFAULT_AUDIENCE, DEFAULT_ISSUER, issue, jwks, load_key
+from twoline.devissuer import DEFAULT_AUDIENCE, DEFAULT_ISSUER, create_key, issue, jwks
 from twoline.natsserver import NatsServer, load_passwords, server_environment
 
 log = logging.getLogger("tests")
@@ -33,7 +33,7 @@ class Issuer:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.key = load_key(directory)
+        self.key = create_key(directory)
         self.jwks_path = directory / "jwks.json"
         self.jwks_path.write_text(json.dumps(jwks(self.key)))
 

@@ -26,7 +26,7 @@ import httpx
 from twoline import auditlog
 from twoline.devissuer import DEFAULT_AUDIENCE, issue, load_key
 from twoline.natsserver import free_port
-from twoline.stack import SERVICES, Stack, service_port
+from twoline.stack import SERVICES, Stack
 
 ORG = "ngo-bench"
 OFFICES = ("brussels", "antwerp", "ghent", "liege", "charleroi")
@@ -88,7 +88,7 @@ class Bench:
             timeout=30.0,
             limits=httpx.Limits(max_connections=4 * concurrency, max_keepalive_connections=64),
         )
-        self.ports = {s.name: service_port(s) for s in SERVICES}
+        self.ports = dict(stack.ports)
 
     def token(self, role: str, sub: str, **claims: str) -> str:
         return issue(

@@ -19,7 +19,7 @@ import httpx
 
 from twoline import auditlog
 from twoline.devissuer import DEFAULT_AUDIENCE, issue, load_key
-from twoline.stack import SERVICES, service_port
+from twoline.stack import service_ports
 
 ORG = "ngo-ghent"
 OFFICE = "brussels"
@@ -54,7 +54,7 @@ class Story:
         self.out = out
         self.timeout = timeout
         self.http = httpx.Client(timeout=10.0)
-        self.ports = {s.name: service_port(s) for s in SERVICES}
+        self.ports = service_ports(data_dir)  # the running stack's, from its stack.json
 
     def api(self, service: str, role: str, sub: str, **claims: str) -> Api:
         token = issue(

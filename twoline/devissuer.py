@@ -18,16 +18,38 @@ DEFAULT_AUDIENCE = "twoline"
 KEY_FILE = "issuer-key.json"
 
 
-def load_key(data_dir: Path) -> RSAKey:
-    """The issuer's signing key, created on first use (mode 0600)."""
+class NoIssuerKey(LookupError):
+    """The data dir holds no issuer key: no stack was started from it, so no service would
+    trust a token signed here."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(
+            f"no issuer key in {data_dir.resolve()} (no {KEY_FILE}): start the stack with "
+            "`make run` (or `.venv/bin/twoline run`) first, or pass the data dir of the running "
+            "stack with --data-dir or TWOLINE_DATA_DIR"
+        )
+        self.data_dir = data_dir
+
+
+def create_key(data_dir: Path) -> RSAKey:
+    """The issuer's signing key, created on first use (mode 0600); for `twoline run`/`issuer`."""
     path = data_dir / KEY_FILE
     if path.exists():
-        return RSAKey.import_key(json.loads(path.read_text()))
+        return load_key(data_dir)
     key = RSAKey.generate_key(2048, parameters={"kid": uuid.uuid4().hex[:16], "use": "sig"})
     data_dir.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(json.dumps(key.as_dict(private=True)))
     return key
+
+
+def load_key(data_dir: Path) -> RSAKey:
+    """The existing issuer key; raises NoIssuerKey rather than make one nobody trusts."""
+    path = data_dir / KEY_FILE
+    try:
+        return RSAKey.import_key(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise NoIssuerKey(data_dir) from None
 
 
 def jwks(key: RSAKey) -> dict[str, Any]:
@@ -70,7 +92,7 @@ def issue(
 
 def create_issuer_app(data_dir: Path, issuer: str = DEFAULT_ISSUER) -> FastAPI:
     """The issuer's public face: OIDC discovery and JWKS (tokens come from `twoline token`)."""
-    key = load_key(data_dir)
+    key = create_key(data_dir)
     app = FastAPI(title="twoline development token issuer", version="0.1.0")
 
     @app.get("/.well-known/openid-configuration")

@@ -2,8 +2,14 @@
 
 Everything runs as child processes of this one; SIGINT/SIGTERM stops them all, and each child
 is also told by the kernel (PR_SET_PDEATHSIG) to stop if this process dies without cleaning up.
+
+Once every service is healthy the stack writes `<data dir>/stack.json` (its issuer, NATS and
+service URLs) and removes it when it stops, so that another terminal needs only the data dir to
+reach it: `twoline token`, `demo`, `audit ...` and `nats provision` read it.
 """
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -11,10 +17,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from twoline.devissuer import DEFAULT_AUDIENCE, load_key
+from twoline.devissuer import DEFAULT_AUDIENCE, create_key
 from twoline.natsserver import NatsServer, die_with_parent, load_passwords, run_provision
 
 
@@ -42,8 +50,46 @@ SERVICES = (
 )
 
 
+DEFAULT_DATA_DIR = ".twoline"
+DISCOVERY_FILE = "stack.json"
+
+
 def service_port(service: ServiceDef) -> int:
+    """The port `twoline run` gives a service: its `TWOLINE_<SERVICE>_PORT`, else the default."""
     return int(os.environ.get(f"{service.prefix}PORT", service.port))
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_discovery(data_dir: Path) -> dict[str, Any] | None:
+    """The running stack's addresses from `<data dir>/stack.json`, or None when no stack runs
+    from that data dir (no file, or one left behind by a stack that was killed)."""
+    try:
+        found = json.loads((data_dir / DISCOVERY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or not _alive(found.get("pid")):
+        return None
+    return found
+
+
+def service_ports(data_dir: Path) -> dict[str, int]:
+    """Each service's port: the running stack's (from stack.json), else what `twoline run`
+    would give it."""
+    found = read_discovery(data_dir)
+    if found is not None:
+        return {name: int(urlsplit(url).port or 0) for name, url in found["services"].items()}
+    return {s.name: service_port(s) for s in SERVICES}
 
 
 def service_environment(
@@ -53,6 +99,7 @@ def service_environment(
     nats_url: str,
     passwords: dict[str, str],
     issuer_url: str,
+    port: int | None = None,
 ) -> dict[str, str]:
     p = service.prefix
     env = {
@@ -63,7 +110,7 @@ def service_environment(
         f"{p}AUTH_JWKS_URL": f"{issuer_url}/.well-known/jwks.json",
         f"{p}AUTH_ISSUER": issuer_url,
         f"{p}AUTH_AUDIENCE": DEFAULT_AUDIENCE,
-        f"{p}PORT": str(service_port(service)),
+        f"{p}PORT": str(port if port is not None else service_port(service)),
     }
     if service.name == "audit":
         env[f"{p}SIGNING_KEY_PATH"] = str(data_dir / "audit-signing-key.pem")
@@ -79,6 +126,8 @@ class Stack:
         self.nats_port = nats_port
         self.issuer_port = issuer_port
         self.host = host
+        # Read once, at start: what stack.json, the banner and the health checks report.
+        self.ports = {s.name: service_port(s) for s in SERVICES}
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.nats: NatsServer | None = None
         self.stopping = False
@@ -86,6 +135,32 @@ class Stack:
     @property
     def issuer_url(self) -> str:
         return f"http://127.0.0.1:{self.issuer_port}"
+
+    @property
+    def service_urls(self) -> dict[str, str]:
+        return {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
+
+    @property
+    def discovery_path(self) -> Path:
+        return self.data_dir / DISCOVERY_FILE
+
+    def write_discovery(self) -> None:
+        """Tell other terminals where this stack is (only once every service answers)."""
+        found = {
+            "pid": os.getpid(),
+            "data_dir": str(self.data_dir),
+            "issuer": self.issuer_url,
+            "nats": self.nats.url if self.nats else None,
+            "services": self.service_urls,
+        }
+        partial = self.discovery_path.with_suffix(".json.tmp")
+        partial.write_text(json.dumps(found, indent=2) + "\n")
+        partial.replace(self.discovery_path)  # readers never see half a file
+
+    def remove_discovery(self) -> None:
+        found = read_discovery(self.data_dir)
+        if found is not None and found.get("pid") == os.getpid():
+            self.discovery_path.unlink()
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         # Own process group: a terminal's Ctrl-C reaches only this supervisor, which then stops
@@ -101,7 +176,7 @@ class Stack:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         passwords = load_passwords(self.data_dir / "nats-passwords.json")
-        load_key(self.data_dir)  # create the issuer key before anyone asks for a token
+        create_key(self.data_dir)  # before anyone asks for a token; only the stack creates it
         self.nats = NatsServer(
             store_dir=self.data_dir / "nats",
             passwords=passwords,
@@ -133,6 +208,7 @@ class Stack:
                 nats_url=self.nats.url,
                 passwords=passwords,
                 issuer_url=self.issuer_url,
+                port=self.ports[service.name],
             )
             self.spawn(
                 service.name,
@@ -145,7 +221,7 @@ class Stack:
                     "--host",
                     self.host,
                     "--port",
-                    str(service_port(service)),
+                    str(self.ports[service.name]),
                     "--log-level",
                     "warning",
                 ],
@@ -154,7 +230,7 @@ class Stack:
 
     def wait_healthy(self, timeout: float = 60.0) -> bool:
         urls = [f"{self.issuer_url}/healthz"] + [
-            f"http://127.0.0.1:{service_port(s)}/healthz" for s in SERVICES
+            f"{url}/healthz" for url in self.service_urls.values()
         ]
         deadline = time.monotonic() + timeout
         pending = list(urls)
@@ -195,21 +271,43 @@ class Stack:
         lines = ["", "twoline is running (embedded default: SQLite, nats-server, dev issuer)", ""]
         lines.append(f"  {'nats':16} {self.nats.url if self.nats else ''}")
         lines.append(f"  {'token issuer':16} {self.issuer_url}/.well-known/jwks.json")
-        for service in SERVICES:
-            url = f"http://127.0.0.1:{service_port(service)}"
-            lines.append(f"  {service.name:16} {url}   docs: {url}/docs")
+        for name, url in self.service_urls.items():
+            lines.append(f"  {name:16} {url}   docs: {url}/docs")
         lines += [
             "",
-            f"  data dir: {self.data_dir}",
-            "  a token: uv run twoline token --role ngo_caseworker --org ngo-ghent",
+            f"  data dir: {self.data_dir} (addresses in {DISCOVERY_FILE})",
+            "  a token, in another terminal:",
+            f"    {self.command()} token --role ngo_caseworker --org ngo-ghent",
             "  Ctrl-C stops everything.",
             "",
         ]
         return "\n".join(lines)
 
+    def command(self) -> str:
+        """How another terminal in this directory runs `twoline` against this stack: the
+        script beside this interpreter, and the data dir when it is not the default one."""
+        script = Path(sys.executable).parent / "twoline"
+        shown = "twoline"
+        if script.exists():
+            shown = str(script)
+            with contextlib.suppress(ValueError):
+                shown = str(script.relative_to(Path.cwd()))
+        if self.data_dir != Path(DEFAULT_DATA_DIR).resolve():
+            shown = f"TWOLINE_DATA_DIR={self.data_dir} {shown}"
+        return shown
+
 
 def run(*, data_dir: Path, nats_port: int, issuer_port: int, host: str) -> int:
     stack = Stack(data_dir=data_dir, nats_port=nats_port, issuer_port=issuer_port, host=host)
+    running = read_discovery(stack.data_dir)
+    if running is not None:
+        # Two stacks on one data dir would share SQLite files and the JetStream store.
+        print(
+            f"twoline: a stack is already running from {stack.data_dir} (pid {running['pid']}): "
+            f"stop it or pass another --data-dir (if none is, remove {stack.discovery_path})",
+            file=sys.stderr,
+        )
+        return 1
 
     def _terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -222,6 +320,7 @@ def run(*, data_dir: Path, nats_port: int, issuer_port: int, host: str) -> int:
         if not stack.wait_healthy():
             print("twoline: not every service became healthy within 60 s", file=sys.stderr)
             return 1
+        stack.write_discovery()
         print(stack.banner(), flush=True)
         while True:
             stack.check_children()
@@ -236,3 +335,4 @@ def run(*, data_dir: Path, nats_port: int, issuer_port: int, host: str) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        stack.remove_discovery()
