@@ -128,7 +128,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         elif setting.from_stack is not None:
             if found is None:
                 found = read_discovery(args.data_dir) or {}
-            value = setting.from_stack(found) if found else None
+            try:
+                value = setting.from_stack(found) if found else None
+            except (KeyError, TypeError, ValueError):  # a file lacking it: as if there were none
+                value = None
         setattr(args, action.dest, setting.default if value is None else value)
     return args
 

@@ -66,7 +66,7 @@ def _alive(pid: Any) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # another user's process: there all the same
         return True
     return True
 
@@ -86,10 +86,11 @@ def read_discovery(data_dir: Path) -> dict[str, Any] | None:
 def service_ports(data_dir: Path) -> dict[str, int]:
     """Each service's port: the running stack's (from stack.json), else what `twoline run`
     would give it."""
-    found = read_discovery(data_dir)
-    if found is not None:
-        return {name: int(urlsplit(url).port or 0) for name, url in found["services"].items()}
-    return {s.name: service_port(s) for s in SERVICES}
+    urls = (read_discovery(data_dir) or {}).get("services") or {}
+    return {
+        s.name: (urlsplit(urls[s.name]).port if s.name in urls else None) or service_port(s)
+        for s in SERVICES
+    }
 
 
 def service_environment(
