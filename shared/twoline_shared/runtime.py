@@ -25,7 +25,15 @@ from twoline_shared.calls import Responder, call, serve
 from twoline_shared.db import OUTBOX_DIRTY, create_db_engine
 from twoline_shared.errors import Unavailable, install_error_handlers, problem
 from twoline_shared.inbox import ConsumerBinding, InboxConsumer
+from twoline_shared.limits import RequestSizeLimit
 from twoline_shared.migrations import upgrade
+from twoline_shared.openapi import (
+    NOT_READY,
+    Liveness,
+    Readiness,
+    install_api_description,
+    problems,
+)
 from twoline_shared.outbox import OutboxRelay
 from twoline_shared.settings import ServiceSettings
 from twoline_shared.telemetry import serving, setup_tracing
@@ -218,13 +226,17 @@ class ServiceRuntime:
 health = APIRouter(tags=["health"])
 
 
-@health.get("/healthz")
+@health.get("/healthz", response_model=Liveness)
 def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@health.get("/readyz", response_model=None)
+@health.get(
+    "/readyz",
+    response_model=None,
+    responses={200: {"model": Readiness}, **problems(NOT_READY)},
+)
 async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
     """Readiness: the database answers and every NATS link is connected."""
     runtime: ServiceRuntime = request.app.state.runtime
@@ -290,6 +302,9 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         openapi_tags=spec.tags or None,
+        # The kernel's description and docs pages instead (openapi.install_api_description).
+        docs_url=None,
+        redoc_url=None,
         # Built-in OpenTelemetry spans through the service's own provider; its log records carry
         # rejected input values, so they stay off (F8), as do per-dependency operation spans.
         # Export is the provider's (OTEL_*), so FastAPI adds no exporter of its own.
@@ -308,4 +323,6 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     app.include_router(health)
     for router in spec.routers:
         app.include_router(router, prefix="/v1")
+    app.add_middleware(RequestSizeLimit)
+    install_api_description(app)
     return app
