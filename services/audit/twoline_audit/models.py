@@ -8,21 +8,40 @@ from datetime import date
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from pydantic import ConfigDict
 from sqlmodel import Field, SQLModel
+
+from twoline_shared.pagination import PageCount
+
+ENTRY_INDEX = "The entry's position in the log, from 0; it is hashed too, so a gap shows."
+ENTRY_TIME = "The record's time exactly as it travelled (RFC 3339, UTC)."
+ENTRY_DATA = (
+    "The audit record: actor (role, org or agency and office — never a name), action, resource, "
+    "ids, codes and categories, outcome; never personal data (F8)."
+)
+ENTRY_TYPE = "The record's type, `audit.<service>.<resource>.<action>`."
 
 
 class AuditEntryBase(SQLModel):
     # The position in the chain, from 0; it is also hashed, so a gap is visible.
-    index: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    event_id: str = Field(unique=True, max_length=64)
-    type: str = Field(max_length=255)
-    source: str = Field(max_length=255)
+    index: int = Field(
+        primary_key=True, sa_column_kwargs={"autoincrement": False}, description=ENTRY_INDEX
+    )
+    event_id: str = Field(
+        unique=True, max_length=64, description="The id of the event that carried the record."
+    )
+    type: str = Field(max_length=255, description=ENTRY_TYPE)
+    source: str = Field(max_length=255, description="The service that wrote it, `twoline/<name>`.")
     # The event's `time` exactly as it travelled: a string, so the hash does not depend on how a
     # database stores timestamps.
-    time: str = Field(max_length=64)
-    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
-    prev_hash: str = Field(max_length=64)
-    entry_hash: str = Field(max_length=64)
+    time: str = Field(max_length=64, description=ENTRY_TIME)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, description=ENTRY_DATA)
+    prev_hash: str = Field(
+        max_length=64, description="The previous entry's hash (hex); all zeros for the first."
+    )
+    entry_hash: str = Field(
+        max_length=64, description="This entry's hash (hex), over its fields and `prev_hash`."
+    )
     # The Merkle leaf hash (hex) of the entry as appended, stored once: the tree is built from
     # these, so a later change to the entry no longer matches its leaf.
     leaf_hash: str = Field(max_length=64)
@@ -49,30 +68,73 @@ class AuditTreeNode(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
+EXAMPLE_ENTRY: dict[str, Any] = {
+    "index": 41,
+    "event_id": "9d8c7b6a-5f4e-4d3c-8b2a-190817263544",
+    "type": "audit.referral.track.disclose",
+    "source": "twoline/referral",
+    "time": "2026-01-15T11:20:00.512Z",
+    "data": {
+        "action": "disclose",
+        "actor": {"roles": ["ngo_caseworker"], "org": "ngo-ghent"},
+        "resource_type": "track",
+        "resource_id": "5d3c2b1a-0f9e-4d8c-b7a6-958473625140",
+        "categories": ["identity", "needs"],
+        "purpose": "referral",
+        "outcome": "success",
+    },
+    "prev_hash": "3f2a" + "0" * 60,
+    "entry_hash": "b71c" + "0" * 60,
+}
+
+
 class AuditEntryPublic(SQLModel):
-    index: int
-    event_id: str
-    type: str
-    source: str
-    time: str
+    """One entry of the audit log, as hashed into the chain."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_ENTRY]})  # type: ignore[assignment]
+
+    index: int = Field(description=ENTRY_INDEX)
+    event_id: str = Field(description="The id of the event that carried the record.")
+    type: str = Field(description=ENTRY_TYPE)
+    source: str = Field(description="The service that wrote it, `twoline/<name>`.")
+    time: str = Field(description=ENTRY_TIME)
     # null only if the stored data no longer parses (then `verify` reports the entry).
-    data: dict[str, Any] | None
-    prev_hash: str
-    entry_hash: str
+    data: dict[str, Any] | None = Field(
+        description=ENTRY_DATA + " `null` only if the stored data no longer parses (then "
+        "`verify` reports the entry)."
+    )
+    prev_hash: str = Field(description="The previous entry's hash (hex).")
+    entry_hash: str = Field(description="This entry's hash (hex).")
 
 
 class AuditEntriesPublic(SQLModel):
-    data: list[AuditEntryPublic]
-    count: int
+    """A page of the audit log, in log order."""
+
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={"examples": [{"data": [EXAMPLE_ENTRY], "count": 120}]}
+    )
+
+    data: list[AuditEntryPublic] = Field(description="This page of entries, in log order.")
+    count: PageCount
 
 
 class ChainVerification(SQLModel):
     """The result of recomputing the chain from the first entry."""
 
-    ok: bool
-    size: int
-    head_hash: str | None
-    first_bad_index: int | None
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={
+            "examples": [
+                {"ok": True, "size": 120, "head_hash": "b71c" + "0" * 60, "first_bad_index": None}
+            ]
+        }
+    )
+
+    ok: bool = Field(description="Whether every entry is unchanged and in its place.")
+    size: int = Field(ge=0, description="How many entries the log holds.")
+    head_hash: str | None = Field(description="The last entry's hash (hex); `null` when empty.")
+    first_bad_index: int | None = Field(
+        description="The first entry whose hash or link does not check out; `null` if none."
+    )
 
 
 class Checkpoint(SQLModel):
@@ -82,38 +144,101 @@ class Checkpoint(SQLModel):
     "twoline-audit\n<tree_size>\n<root_hash>\n<timestamp>\n".
     """
 
-    tree_size: int
-    root_hash: str
-    timestamp: str
-    signature: str
-    key_id: str
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={
+            "examples": [
+                {
+                    "tree_size": 120,
+                    "root_hash": "q3l1hQ1jTQxv0l0m8oQm0cY0m0Rk1m1Zb4w2m6c9Y3E=",
+                    "timestamp": "2026-01-31T17:00:00Z",
+                    "signature": "MEUCIQ" + "A" * 80,
+                    "key_id": "3b9f1c0a7d2e4f56",
+                }
+            ]
+        }
+    )
+
+    tree_size: int = Field(ge=0, description="How many entries the tree holds.")
+    root_hash: str = Field(description="The Merkle tree hash (RFC 9162) of those entries, base64.")
+    timestamp: str = Field(description="When the checkpoint was signed (RFC 3339, UTC).")
+    signature: str = Field(
+        description="The Ed25519 signature over `twoline-audit\\n<tree_size>\\n<root_hash>\\n"
+        "<timestamp>\\n`, base64."
+    )
+    key_id: str = Field(
+        description="Which key signed it: hex of the first 8 bytes of the SHA-256 of the raw "
+        "public key (see `GET /v1/log/public-key`)."
+    )
 
 
 class PublicKey(SQLModel):
     """The key that signs checkpoints, for a verifier to pin."""
 
-    key_id: str
-    algorithm: str = "Ed25519"
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={
+            "examples": [
+                {
+                    "key_id": "3b9f1c0a7d2e4f56",
+                    "algorithm": "Ed25519",
+                    "public_key": "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+                    "pem": "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----\n",
+                }
+            ]
+        }
+    )
+
+    key_id: str = Field(description="The key's id, as checkpoints name it.")
+    algorithm: str = Field(default="Ed25519", description="The signature algorithm.")
     # The raw 32-byte key in base64, and the same key as a SubjectPublicKeyInfo PEM.
-    public_key: str
-    pem: str
+    public_key: str = Field(description="The raw 32-byte public key, base64.")
+    pem: str = Field(description="The same key as a SubjectPublicKeyInfo PEM.")
 
 
 class InclusionProof(SQLModel):
     """RFC 9162 PATH: the entry's leaf (as stored) and its audit path in a tree of tree_size."""
 
-    leaf_index: int
-    tree_size: int
-    leaf_hash: str
-    audit_path: list[str]
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={
+            "examples": [
+                {
+                    "leaf_index": 41,
+                    "tree_size": 120,
+                    "leaf_hash": "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
+                    "audit_path": ["bjQLnP+zepicpUTmu3gKLHiQHT+zNzh2hRGjBhevoB0="],
+                }
+            ]
+        }
+    )
+
+    leaf_index: int = Field(ge=0, description="The entry's index.")
+    tree_size: int = Field(ge=1, description="The size of the tree the proof is in.")
+    leaf_hash: str = Field(description="The entry's leaf hash as appended, base64.")
+    audit_path: list[str] = Field(
+        description="The sibling hashes from the leaf up to the root, base64 (RFC 9162 PATH)."
+    )
 
 
 class ConsistencyProof(SQLModel):
     """RFC 9162 PROOF: the nodes that show the tree of size `second` extends that of `first`."""
 
-    first: int
-    second: int
-    consistency_path: list[str]
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={
+            "examples": [
+                {
+                    "first": 8,
+                    "second": 13,
+                    "consistency_path": ["bjQLnP+zepicpUTmu3gKLHiQHT+zNzh2hRGjBhevoB0="],
+                }
+            ]
+        }
+    )
+
+    first: int = Field(ge=1, description="The size of the earlier tree.")
+    second: int = Field(ge=1, description="The size of the later tree.")
+    consistency_path: list[str] = Field(
+        description="The hashes that show the later tree extends the earlier one, base64 "
+        "(RFC 9162 PROOF)."
+    )
 
 
 # ---------------------------------------------------------------- flow traces
@@ -134,53 +259,122 @@ class AuditEntryRef(SQLModel, table=True):
     value: str = Field(primary_key=True, max_length=64)
 
 
+IF_NAMED = " `null` when the entry names none."
+
+
 class TraceRecord(SQLModel):
     """One entry of a referral's trace: who (role, agency, office — never a name), did what,
     to which resource, with which ids and codes."""
 
-    index: int
-    time: str
-    service: str | None
-    type: str
-    action: str | None = None
-    resource_type: str | None = None
-    resource_id: str | None = None
-    outcome: str | None = None
-    roles: list[str] = []
-    org: str | None = None
-    agency: str | None = None
-    office: str | None = None
-    referral_id: str | None = None
-    track_id: str | None = None
-    consent_id: str | None = None
-    track: str | None = None
-    status: str | None = None
-    previous_status: str | None = None
-    reason: str | None = None
+    index: int = Field(description=ENTRY_INDEX)
+    time: str = Field(description=ENTRY_TIME)
+    service: str | None = Field(description="The service that wrote the entry.")
+    type: str = Field(description=ENTRY_TYPE)
+    action: str | None = Field(
+        default=None, description="What was done, e.g. `create`, `read`, `disclose`, `accept`."
+    )
+    resource_type: str | None = Field(
+        default=None, description="What kind of resource, e.g. `referral`, `track`, `case`."
+    )
+    resource_id: str | None = Field(default=None, description="Which resource, by its id.")
+    outcome: str | None = Field(
+        default=None, description="Whether the action succeeded: `success` or `denied`."
+    )
+    roles: list[str] = Field(default=[], description="The actor's roles; never a name (F8).")
+    org: str | None = Field(default=None, description="The actor's NGO, in zone A." + IF_NAMED)
+    agency: str | None = Field(
+        default=None, description="The actor's or the track's agency." + IF_NAMED
+    )
+    office: str | None = Field(default=None, description="The office concerned." + IF_NAMED)
+    referral_id: str | None = Field(
+        default=None, description="The referral it names (zone A and the bridge only)." + IF_NAMED
+    )
+    track_id: str | None = Field(default=None, description="The track it names." + IF_NAMED)
+    consent_id: str | None = Field(default=None, description="The consent it names." + IF_NAMED)
+    track: str | None = Field(
+        default=None, description="Which track: `legal_stay` or `return`." + IF_NAMED
+    )
+    status: str | None = Field(
+        default=None, description="The track's status after the action." + IF_NAMED
+    )
+    previous_status: str | None = Field(
+        default=None, description="The track's status before the action." + IF_NAMED
+    )
+    reason: str | None = Field(default=None, description="A reason code." + IF_NAMED)
     # The track's outcome code on a completion (`outcome` is whether the action succeeded).
-    track_outcome: str | None = None
-    purpose: str | None = None
-    request_id: str | None = None
-    key_id: str | None = None
-    categories: list[str] | None = None
-    track_ids: list[str] | None = None
-    consent_ids: list[str] | None = None
-    linked_track_ids: list[str] | None = None
+    track_outcome: str | None = Field(
+        default=None, description="The track's outcome code, on a completion." + IF_NAMED
+    )
+    purpose: str | None = Field(
+        default=None, description="The consent purpose the action went under." + IF_NAMED
+    )
+    request_id: str | None = Field(
+        default=None, description="The step-up request it names." + IF_NAMED
+    )
+    key_id: str | None = Field(
+        default=None, description="The data key a disclosure was sealed under." + IF_NAMED
+    )
+    categories: list[str] | None = Field(
+        default=None, description="The data categories concerned (codes)." + IF_NAMED
+    )
+    track_ids: list[str] | None = Field(default=None, description="The tracks it names." + IF_NAMED)
+    consent_ids: list[str] | None = Field(
+        default=None, description="The consents it names." + IF_NAMED
+    )
+    linked_track_ids: list[str] | None = Field(
+        default=None, description="The other agency's tracks a joint review showed." + IF_NAMED
+    )
 
 
 class TraceFinding(SQLModel):
     """Something in a trace an auditor should look at: a code, the entries, ids and codes."""
 
-    code: str
-    indexes: list[int]
-    text: str
+    code: str = Field(
+        description="What was found: `disclosure-without-consent`, `read-after-withdrawal`, "
+        "`status-by-wrong-role` or `event-not-consumed`."
+    )
+    indexes: list[int] = Field(description="The entries it is about, by index.")
+    text: str = Field(description="What it means, in words, with ids and codes only.")
 
 
 class TracePublic(SQLModel):
-    referral_id: str
-    records: list[TraceRecord]
-    findings: list[TraceFinding]
-    count: int
+    """One referral's flow across every service, from the audit log."""
+
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={
+            "examples": [
+                {
+                    "referral_id": "8c4f2e1a-7b6d-4c3e-9f8a-2b1c0d9e8f7a",
+                    "records": [
+                        {
+                            "index": 41,
+                            "time": "2026-01-15T11:20:00.512Z",
+                            "service": "referral",
+                            "type": "audit.referral.track.disclose",
+                            "action": "disclose",
+                            "resource_type": "track",
+                            "resource_id": "5d3c2b1a-0f9e-4d8c-b7a6-958473625140",
+                            "outcome": "success",
+                            "roles": ["ngo_caseworker"],
+                            "org": "ngo-ghent",
+                            "referral_id": "8c4f2e1a-7b6d-4c3e-9f8a-2b1c0d9e8f7a",
+                            "track_id": "5d3c2b1a-0f9e-4d8c-b7a6-958473625140",
+                            "track": "legal_stay",
+                            "purpose": "referral",
+                            "categories": ["identity", "needs"],
+                        }
+                    ],
+                    "findings": [],
+                    "count": 1,
+                }
+            ]
+        }
+    )
+
+    referral_id: str = Field(description="The referral traced.")
+    records: list[TraceRecord] = Field(description="Every entry about it, in log order.")
+    findings: list[TraceFinding] = Field(description="What an auditor should look at.")
+    count: int = Field(ge=0, description="How many records the trace holds.")
 
 
 # ---------------------------------------------------------------- outcome statistics
@@ -190,42 +384,100 @@ class TracePublic(SQLModel):
 StatCount = int | Literal["<5"] | None
 
 
+COUNT = (
+    ' A count, `"<5"` where withheld (a small cell, or one withheld so that a small one '
+    "cannot be worked out), or `null` where the grouping does not apply."
+)
+
+
 class ReferralCounts(SQLModel):
-    legal_stay: StatCount
-    return_: StatCount = Field(alias="return")
-    total: StatCount
+    """Tracks referred, by track."""
+
+    legal_stay: StatCount = Field(description="Legal-stay tracks referred." + COUNT)
+    return_: StatCount = Field(alias="return", description="Return tracks referred." + COUNT)
+    total: StatCount = Field(description="Tracks referred in all." + COUNT)
 
 
 class CompletedCounts(SQLModel):
     """Completed tracks by the LVV outcome category of their outcome (`OUTCOME_CATEGORY`)."""
 
-    permanent: StatCount
-    semi_permanent: StatCount
-    none: StatCount
-    total: StatCount
+    permanent: StatCount = Field(
+        description="Completed with legal stay, return or onward migration." + COUNT
+    )
+    semi_permanent: StatCount = Field(description="Completed with a protection procedure." + COUNT)
+    none: StatCount = Field(
+        description="Completed with no solution, disengagement or a withdrawn consent." + COUNT
+    )
+    total: StatCount = Field(description="Completed in all." + COUNT)
+
+
+MEDIAN = " To one decimal; `null` from fewer than `suppressed_below` tracks."
 
 
 class StatsRow(SQLModel):
     """One group's figures: counts and codes only, never an id of anyone (F8)."""
 
-    group: str
-    clients_reached: StatCount
-    referrals: ReferralCounts
-    accepted: StatCount
-    rejected: StatCount
-    completed: CompletedCounts
-    consents_withdrawn: StatCount
+    group: str = Field(
+        description="The group: an agency, office, track, outcome or month (`YYYY-MM`) code; "
+        "`all` for the total row."
+    )
+    clients_reached: StatCount = Field(description="Clients registered by the NGOs." + COUNT)
+    referrals: ReferralCounts = Field(description="Tracks referred to the second line.")
+    accepted: StatCount = Field(description="Tracks accepted by their performer." + COUNT)
+    rejected: StatCount = Field(description="Tracks rejected by their performer." + COUNT)
+    completed: CompletedCounts = Field(description="Tracks completed, by outcome category.")
+    consents_withdrawn: StatCount = Field(description="Consents withdrawn." + COUNT)
     # Days from routing, to one decimal; null from fewer than `suppressed_below` tracks.
-    median_days_to_acceptance: float | None
-    median_days_to_completion: float | None
+    median_days_to_acceptance: float | None = Field(
+        description="The median days from routing to acceptance." + MEDIAN
+    )
+    median_days_to_completion: float | None = Field(
+        description="The median days from routing to completion." + MEDIAN
+    )
+
+
+def _example_row(group: str, scale: int) -> dict[str, Any]:
+    return {
+        "group": group,
+        "clients_reached": 40 * scale,
+        "referrals": {"legal_stay": 12 * scale, "return": 9 * scale, "total": 21 * scale},
+        "accepted": 17 * scale,
+        "rejected": "<5",
+        "completed": {
+            "permanent": 6 * scale,
+            "semi_permanent": "<5",
+            "none": "<5",
+            "total": 11 * scale,
+        },
+        "consents_withdrawn": "<5",
+        "median_days_to_acceptance": 2.5,
+        "median_days_to_completion": 41.0,
+    }
 
 
 class OutcomeStats(SQLModel):
     """Outcome statistics for a period (`from` inclusive, `to` exclusive; null is open)."""
 
-    from_: date | None = Field(alias="from")
-    to: date | None
-    by: str | None
-    suppressed_below: int
-    rows: list[StatsRow]
-    total: StatsRow
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={
+            "examples": [
+                {
+                    "from": "2026-01-01",
+                    "to": "2026-07-01",
+                    "by": "agency",
+                    "suppressed_below": 5,
+                    "rows": [_example_row("fedasil", 1), _example_row("immigration_office", 1)],
+                    "total": _example_row("all", 2),
+                }
+            ]
+        }
+    )
+
+    from_: date | None = Field(
+        alias="from", description="The first day counted (inclusive); `null`: open."
+    )
+    to: date | None = Field(description="The day counting stopped (exclusive); `null`: open.")
+    by: str | None = Field(description="What the rows group by; `null`: the total only.")
+    suppressed_below: int = Field(description='Counts below this are withheld (shown `"<5"`).')
+    rows: list[StatsRow] = Field(description="One row per group.")
+    total: StatsRow = Field(description="The figures over every group.")

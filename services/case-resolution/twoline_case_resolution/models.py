@@ -48,6 +48,8 @@ from twoline_shared.codes import (
 )
 from twoline_shared.crypto import Sealed, is_well_formed
 from twoline_shared.db import UtcDateTime, utcnow
+from twoline_shared.fields import IsoDate
+from twoline_shared.pagination import PageCount
 
 _REF_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -73,6 +75,8 @@ def _not_in_future(value: dt.date) -> dt.date:
 
 
 class DisclosureStatus(StrEnum):
+    """What became of the case's disclosure: shown, withdrawn (F4), or not to be had now."""
+
     DISCLOSED = "disclosed"
     WITHDRAWN = "withdrawn"  # F4: the package is purged (and its key destroyed), metadata stays
     # Shown only, never stored: the bridge did not hand out the key, or the package did not
@@ -195,24 +199,32 @@ class CaseOptionAssessment(SQLModel, table=True):
 
 
 class TravelDocuments(StrEnum):
+    """Where the travel documents stand."""
+
     NOT_STARTED = "not_started"
     REQUESTED = "requested"
     OBTAINED = "obtained"
 
 
 class FitToFly(StrEnum):
+    """Whether the person is fit to fly, medically."""
+
     UNKNOWN = "unknown"
     YES = "yes"
     NO = "no"
 
 
 class ReintegrationPlan(StrEnum):
+    """Where the reintegration plan stands."""
+
     NONE = "none"
     DRAFTED = "drafted"
     AGREED = "agreed"
 
 
 class ReintegrationPartner(StrEnum):
+    """Who supports the reintegration in the country of return."""
+
     IOM = "iom"
     CARITAS = "caritas"
     OTHER = "other"
@@ -223,10 +235,21 @@ class Preparation(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    travel_documents: TravelDocuments = TravelDocuments.NOT_STARTED
-    fit_to_fly: FitToFly = FitToFly.UNKNOWN
-    reintegration_plan: ReintegrationPlan = ReintegrationPlan.NONE
-    partner: ReintegrationPartner | None = None
+    travel_documents: TravelDocuments = PydanticField(
+        default=TravelDocuments.NOT_STARTED,
+        description="Where the travel documents stand: `not_started`, `requested`, `obtained`.",
+    )
+    fit_to_fly: FitToFly = PydanticField(
+        default=FitToFly.UNKNOWN, description="Whether the person is fit to fly."
+    )
+    reintegration_plan: ReintegrationPlan = PydanticField(
+        default=ReintegrationPlan.NONE,
+        description="Where the reintegration plan stands: `none`, `drafted`, `agreed`.",
+    )
+    partner: ReintegrationPartner | None = PydanticField(
+        default=None,
+        description="The reintegration partner, e.g. IOM or Caritas; `null`: none yet.",
+    )
 
 
 class CaseReturnStep(SQLModel, table=True):
@@ -247,6 +270,8 @@ class CaseReturnStep(SQLModel, table=True):
 
 
 class SessionMode(StrEnum):
+    """How a counselling session took place."""
+
     IN_PERSON = "in_person"
     PHONE = "phone"
     VIDEO = "video"
@@ -287,55 +312,125 @@ class CaseDecision(SQLModel, table=True):
 
 # ---------------------------------------------------------------- request bodies
 
+# What every note is: free text of the case worker's, kept in zone B only (F8).
+NOTE = (
+    f"A note of the case worker's, at most {NOTE_MAX} characters. It stays in this service: "
+    "never in an event, an audit record or a log line, and never shown to the NGO."
+)
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
+
 
 class RejectTrack(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The performer rejects a requested track."""
 
-    reason: StatusReason
-    note: Note | None = None
+    model_config = _examples({"reason": "wrong_office", "note": "Lives in Liège now."})
+
+    reason: StatusReason = PydanticField(
+        description="Why, as a code; the NGO sees it under a `feedback` consent."
+    )
+    note: Note | None = PydanticField(default=None, description=NOTE)
 
 
 class ChangeStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The performer moves an accepted track on."""
+
+    model_config = _examples(
+        {"status": "in-progress"},
+        {"status": "on-hold", "reason": "awaiting_documents", "note": "Passport requested."},
+    )
 
     status: Literal[
         TaskStatus.IN_PROGRESS, TaskStatus.ON_HOLD, TaskStatus.FAILED, TaskStatus.CANCELLED
-    ]
-    reason: StatusReason | None = None
-    note: Note | None = None
+    ] = PydanticField(
+        description="The new status; `on-hold`, `failed` and `cancelled` need a reason."
+    )
+    reason: StatusReason | None = PydanticField(
+        default=None,
+        description="Why, as a code: needed for `on-hold`, `failed` and `cancelled`, not taken "
+        "for `in-progress`.",
+    )
+    note: Note | None = PydanticField(default=None, description=NOTE)
 
 
 class CompleteTrack(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The performer completes the track with its outcome."""
 
-    outcome: Outcome
-    note: Note | None = None
+    model_config = _examples({"outcome": "legal_stay", "note": "9bis granted."})
+
+    outcome: Outcome = PydanticField(
+        description="How the track ended for the person (LVV evaluation categories); "
+        "`consent_withdrawn` is set only by a withdrawal through the bridge."
+    )
+    note: Note | None = PydanticField(default=None, description=NOTE)
 
 
 class AssessOption(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The coach's assessment of one legal-stay option."""
 
-    assessment: Assessment
-    note: Note | None = None
+    model_config = _examples({"assessment": "viable", "note": "Long stay, strong local ties."})
+
+    assessment: Assessment = PydanticField(
+        description="Where the option stands: `viable`, `not_viable`, `needs_info`, `applied`, "
+        "`granted` or `refused`."
+    )
+    note: Note | None = PydanticField(default=None, description=NOTE)
 
 
 class MoveReturnStep(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The counsellor moves a return track to its next step."""
 
-    step: ReturnStep
-    preparation: Preparation | None = None
-    note: Note | None = None
+    model_config = _examples(
+        {"step": "considering"},
+        {
+            "step": "preparing",
+            "preparation": {
+                "travel_documents": "requested",
+                "fit_to_fly": "yes",
+                "reintegration_plan": "drafted",
+                "partner": "iom",
+            },
+        },
+    )
+
+    step: ReturnStep = PydanticField(
+        description="The next step: `informing` → `considering` → `registered` → `preparing` → "
+        "`departed` → `follow_up`, or `declined_by_client` until departure."
+    )
+    preparation: Preparation | None = PydanticField(
+        default=None, description="Where the preparation stands; only with `preparing`."
+    )
+    note: Note | None = PydanticField(default=None, description=NOTE)
+
+
+SESSION_LANGUAGE = "The language of the session, an ISO 639-1 code such as `fr`."
+SESSION_TOPICS = "What was covered, as codes (lowercase letters, digits and `_`); at most 20."
 
 
 class SessionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A counselling session with the person."""
 
-    date: dt.date
-    mode: SessionMode
-    language: str | None = None
-    interpreter: StrictBool
-    topics: list[TopicCode] = PydanticField(default_factory=list, max_length=20)
-    note: Note | None = None
+    model_config = _examples(
+        {
+            "date": "2026-01-22",
+            "mode": "in_person",
+            "language": "fr",
+            "interpreter": False,
+            "topics": ["options", "documents"],
+            "note": "Explained 9bis and what it needs.",
+        }
+    )
+
+    date: IsoDate = PydanticField(description="The day of the session; not in the future.")
+    mode: SessionMode = PydanticField(description="How it took place.")
+    language: str | None = PydanticField(default=None, description=SESSION_LANGUAGE)
+    interpreter: StrictBool = PydanticField(description="Whether an interpreter took part.")
+    topics: list[TopicCode] = PydanticField(
+        default_factory=list, max_length=20, description=SESSION_TOPICS
+    )
+    note: Note | None = PydanticField(default=None, description=NOTE)
 
     @field_validator("language")
     @classmethod
@@ -350,13 +445,25 @@ class SessionCreate(BaseModel):
         return _not_in_future(value)
 
 
-class DecisionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+DECISION = (
+    "The person's own decision: `pursue_legal_stay`, `decline_legal_stay`, `accept_return`, "
+    "`decline_return` or `undecided`. On a return track, declining moves it to "
+    "`declined_by_client` and accepting registers a person still informing or considering."
+)
+DECISION_OPTION = "The legal-stay option the decision is about; only with a legal-stay decision."
 
-    decision: ClientDecision
-    option: LegalStayOption | None = None
-    date: dt.date
-    note: Note | None = None
+
+class DecisionCreate(BaseModel):
+    """A decision of the person, recorded as theirs."""
+
+    model_config = _examples(
+        {"decision": "pursue_legal_stay", "option": "9bis", "date": "2026-01-29"}
+    )
+
+    decision: ClientDecision = PydanticField(description=DECISION)
+    option: LegalStayOption | None = PydanticField(default=None, description=DECISION_OPTION)
+    date: IsoDate = PydanticField(description="The day the person decided; not in the future.")
+    note: Note | None = PydanticField(default=None, description=NOTE)
 
     @field_validator("date")
     @classmethod
@@ -367,10 +474,16 @@ class DecisionCreate(BaseModel):
 class DisclosureRequestCreate(BaseModel):
     """More categories for a case (step-up, F5): codes only, the reason from a closed list."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _examples({"categories": ["health"], "reason": "medical_assessment"})
 
-    categories: list[DataCategory] = PydanticField(min_length=1, max_length=len(DataCategory))
-    reason: DisclosureRequestReason
+    categories: list[DataCategory] = PydanticField(
+        min_length=1,
+        max_length=len(DataCategory),
+        description="The categories asked for: none disclosed already, no repeats.",
+    )
+    reason: DisclosureRequestReason = PydanticField(
+        description="Why, a code the NGO sees (never free text, F8)."
+    )
 
     @field_validator("categories")
     @classmethod
@@ -382,99 +495,253 @@ class DisclosureRequestCreate(BaseModel):
 
 # ---------------------------------------------------------------- responses
 
+CASE_ID = "The case's id: one case per referral and agency, shared with no other agency (F5)."
+CASE_REF = "The case's own pseudonym, derived from nothing the NGO knows (F5)."
+OUTCOME_CATEGORY_ABOUT = (
+    "The outcome's category (LVV evaluation): `permanent` (legal stay, return, onward "
+    "migration), `semi_permanent` (a protection procedure) or `none`; `null` without an outcome."
+)
+EXAMPLE_QUEUE_ITEM: dict[str, Any] = {
+    "case_id": "1e2d3c4b-5a69-4788-9a0b-1c2d3e4f5a6b",
+    "case_ref": "K-7QH3M9XA",
+    "track": "legal_stay",
+    "urgency": "urgent",
+    "routed_at": "2026-01-15T11:20:01Z",
+}
+
 
 class QueueItemPublic(SQLModel):
-    case_id: uuid.UUID
-    case_ref: str
-    track: Track
-    urgency: Urgency
-    routed_at: datetime
+    """A requested case in your office's queue."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_QUEUE_ITEM]})  # type: ignore[assignment]
+
+    case_id: uuid.UUID = Field(description=CASE_ID)
+    case_ref: str = Field(description=CASE_REF)
+    track: Track = Field(description="The case's track: `legal_stay` or `return`.")
+    urgency: Urgency = Field(description="How soon, as the NGO asked.")
+    routed_at: datetime = Field(description="When the bridge routed the track to the office (UTC).")
 
 
 class QueuePublic(SQLModel):
-    data: list[QueueItemPublic]
-    count: int
+    """One page of your office's queue."""
+
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={"examples": [{"data": [EXAMPLE_QUEUE_ITEM], "count": 1}]}
+    )
+
+    data: list[QueueItemPublic] = Field(
+        description="This page of requested cases: urgent first, then oldest first."
+    )
+    count: PageCount
+
+
+EXAMPLE_CASE: dict[str, Any] = {
+    "case_id": "1e2d3c4b-5a69-4788-9a0b-1c2d3e4f5a6b",
+    "case_ref": "K-7QH3M9XA",
+    "track": "legal_stay",
+    "agency": "immigration_office",
+    "office": "brussels",
+    "urgency": "urgent",
+    "routed_at": "2026-01-15T11:20:01Z",
+    "status": "in-progress",
+    "status_reason": None,
+    "status_note": None,
+    "outcome": None,
+    "closed_at": None,
+    "assignee": "coach-4",
+    "purposes": ["feedback", "referral"],
+    "disclosed_categories": ["identity", "needs"],
+    "disclosure_status": "disclosed",
+    "return_step": None,
+    "created_at": "2026-01-15T11:20:02Z",
+    "updated_at": "2026-01-22T09:00:00Z",
+    "outcome_category": None,
+}
 
 
 class CasePublic(SQLModel):
     """A case as its agency's office sees it after a change: codes and timestamps, no package."""
 
-    case_id: uuid.UUID
-    case_ref: str
-    track: Track
-    agency: Agency
-    office: str
-    urgency: Urgency
-    routed_at: datetime
-    status: TaskStatus
-    status_reason: StatusReason | None
-    status_note: str | None
-    outcome: Outcome | None
-    closed_at: datetime | None
-    assignee: str | None
-    purposes: list[str]
-    disclosed_categories: list[str]
-    disclosure_status: DisclosureStatus
-    return_step: ReturnStep | None
-    created_at: datetime
-    updated_at: datetime
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_CASE]})  # type: ignore[assignment]
 
-    @computed_field  # type: ignore[prop-decorator]
+    case_id: uuid.UUID = Field(description=CASE_ID)
+    case_ref: str = Field(description=CASE_REF)
+    track: Track = Field(description="The case's track: `legal_stay` or `return`.")
+    agency: Agency = Field(description="The agency whose case it is.")
+    office: str = Field(description="The office whose queue the track was routed to.")
+    urgency: Urgency = Field(description="How soon, as the NGO asked.")
+    routed_at: datetime = Field(description="When the bridge routed the track (UTC).")
+    status: TaskStatus = Field(description="The track's FHIR Task status.")
+    status_reason: StatusReason | None = Field(
+        description="Why it was rejected, put on hold, failed or cancelled; `null` otherwise."
+    )
+    status_note: str | None = Field(description="The note of the latest status change.")
+    outcome: Outcome | None = Field(description="How the track ended, once `completed`.")
+    closed_at: datetime | None = Field(description="When it reached a final status (UTC).")
+    assignee: str | None = Field(
+        description="Who accepted the track (their token subject); `null` while requested."
+    )
+    purposes: list[str] = Field(
+        description="The purposes of the consent the track went under, e.g. `referral`, "
+        "`feedback`, `joint_review`."
+    )
+    disclosed_categories: list[str] = Field(
+        description="The data categories disclosed for the track (kept after a withdrawal)."
+    )
+    disclosure_status: DisclosureStatus = Field(
+        description="`disclosed`, `withdrawn` (the package is gone, F4) or `unavailable` (the "
+        "bridge did not hand out its key for this read)."
+    )
+    return_step: ReturnStep | None = Field(
+        description="Where a return track stands; `null` on a legal-stay case or before a step."
+    )
+    created_at: datetime = Field(description="When the case was opened (UTC).")
+    updated_at: datetime = Field(description="When the case last changed (UTC).")
+
+    @computed_field(description=OUTCOME_CATEGORY_ABOUT)  # type: ignore[prop-decorator]
     @property
     def outcome_category(self) -> OutcomeCategory | None:
         return OUTCOME_CATEGORY[self.outcome] if self.outcome else None
 
 
+RECORDED_BY = "Who recorded it: the case worker's token subject."
+RECORDED_AT = "When it was recorded (UTC)."
+EXAMPLE_OPTION: dict[str, Any] = {
+    "option": "9bis",
+    "assessment": "viable",
+    "note": "Long stay, strong local ties.",
+    "assessed_by": "coach-4",
+    "assessed_at": "2026-01-22T09:30:00Z",
+}
+
+
 class OptionPublic(SQLModel):
-    option: LegalStayOption
-    assessment: Assessment
-    note: str | None
-    assessed_by: str
-    assessed_at: datetime
+    """The current assessment of one legal-stay option."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_OPTION]})  # type: ignore[assignment]
+
+    option: LegalStayOption = Field(
+        description="The option: `9bis` (humanitarian), `9ter` (medical), family reunification, "
+        "international protection, statelessness, a work or study permit, or another."
+    )
+    assessment: Assessment = Field(description="Where the option stands.")
+    note: str | None = Field(description="The note of the assessment.")
+    assessed_by: str = Field(description="Who assessed it: the coach's token subject.")
+    assessed_at: datetime = Field(description="When it was assessed (UTC).")
+
+
+EXAMPLE_STEP: dict[str, Any] = {
+    "step": "considering",
+    "previous_step": "informing",
+    "preparation": None,
+    "decision_id": None,
+    "note": None,
+    "recorded_by": "counsellor-2",
+    "recorded_at": "2026-01-22T10:00:00Z",
+}
 
 
 class ReturnStepPublic(SQLModel):
-    step: ReturnStep
-    previous_step: ReturnStep | None
-    preparation: Preparation | None
-    decision_id: uuid.UUID | None
-    note: str | None
-    recorded_by: str
-    recorded_at: datetime
+    """One move of a return track to a step."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_STEP]})  # type: ignore[assignment]
+
+    step: ReturnStep = Field(description="The step the track moved to.")
+    previous_step: ReturnStep | None = Field(description="The step it moved from; `null` first.")
+    preparation: Preparation | None = Field(description="The preparation, at `preparing`.")
+    decision_id: uuid.UUID | None = Field(
+        description="The person's decision that made the move, if one did."
+    )
+    note: str | None = Field(description="The note of the move.")
+    recorded_by: str = Field(description=RECORDED_BY)
+    recorded_at: datetime = Field(description=RECORDED_AT)
+
+
+EXAMPLE_SESSION: dict[str, Any] = {
+    "id": "7a6b5c4d-3e2f-4a1b-8c9d-0e1f2a3b4c5d",
+    "date": "2026-01-22",
+    "mode": "in_person",
+    "language": "fr",
+    "interpreter": False,
+    "topics": ["options", "documents"],
+    "note": "Explained 9bis and what it needs.",
+    "recorded_by": "coach-4",
+    "recorded_at": "2026-01-22T11:00:00Z",
+}
 
 
 class SessionPublic(SQLModel):
-    id: uuid.UUID
-    date: dt.date
-    mode: SessionMode
-    language: str | None
-    interpreter: bool
-    topics: list[str]
-    note: str | None
-    recorded_by: str
-    recorded_at: datetime
+    """A counselling session with the person."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_SESSION]})  # type: ignore[assignment]
+
+    id: uuid.UUID = Field(description="The session's id.")
+    date: dt.date = Field(description="The day of the session.")
+    mode: SessionMode = Field(description="How it took place.")
+    language: str | None = Field(description=SESSION_LANGUAGE)
+    interpreter: bool = Field(description="Whether an interpreter took part.")
+    topics: list[str] = Field(description=SESSION_TOPICS)
+    note: str | None = Field(description="The note of the session.")
+    recorded_by: str = Field(description=RECORDED_BY)
+    recorded_at: datetime = Field(description=RECORDED_AT)
+
+
+EXAMPLE_DECISION: dict[str, Any] = {
+    "id": "2b3c4d5e-6f70-4812-9a3b-4c5d6e7f8091",
+    "decision": "pursue_legal_stay",
+    "option": "9bis",
+    "date": "2026-01-29",
+    "decided_by": "client",
+    "note": None,
+    "recorded_by": "coach-4",
+    "recorded_at": "2026-01-29T10:00:00Z",
+    "return_step": None,
+}
 
 
 class DecisionPublic(SQLModel):
-    id: uuid.UUID
-    decision: ClientDecision
-    option: LegalStayOption | None
-    date: dt.date
-    decided_by: str
-    note: str | None
-    recorded_by: str
-    recorded_at: datetime
+    """A decision of the person, recorded as theirs."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_DECISION]})  # type: ignore[assignment]
+
+    id: uuid.UUID = Field(description="The decision's id.")
+    decision: ClientDecision = Field(description=DECISION)
+    option: LegalStayOption | None = Field(description=DECISION_OPTION)
+    date: dt.date = Field(description="The day the person decided.")
+    decided_by: str = Field(description="Whose decision it is: always `client`, the person's.")
+    note: str | None = Field(description="The note of the decision.")
+    recorded_by: str = Field(description=RECORDED_BY)
+    recorded_at: datetime = Field(description=RECORDED_AT)
     # Where the decision moved a return case (null: no move).
-    return_step: ReturnStep | None = None
+    return_step: ReturnStep | None = Field(
+        default=None, description="The step the decision moved a return track to; `null`: none."
+    )
+
+
+EXAMPLE_STEP_UP: dict[str, Any] = {
+    "request_id": "0b7e5a3c-2d4f-4e6a-8b9c-1d2e3f4a5b6c",
+    "categories": ["health"],
+    "reason": "medical_assessment",
+    "status": "pending",
+    "requested_at": "2026-01-20T08:45:00Z",
+    "decided_at": None,
+}
 
 
 class DisclosureRequestPublic(SQLModel):
-    request_id: uuid.UUID
-    categories: list[DataCategory]
-    reason: DisclosureRequestReason
-    status: DisclosureRequestStatus
-    requested_at: datetime
-    decided_at: datetime | None
+    """A request to the NGO for more categories (step-up, F5)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_STEP_UP]})  # type: ignore[assignment]
+
+    request_id: uuid.UUID = Field(description="The request's id.")
+    categories: list[DataCategory] = Field(description="The categories asked for.")
+    reason: DisclosureRequestReason = Field(description="Why they were asked for.")
+    status: DisclosureRequestStatus = Field(
+        description="`pending`, `released` (a new consent released an updated package) or "
+        "`refused` (the NGO refused)."
+    )
+    requested_at: datetime = Field(description="When it was asked (UTC).")
+    decided_at: datetime | None = Field(description="When it was released or refused (UTC).")
 
 
 class JointReviewStatus(StrEnum):
@@ -492,41 +759,85 @@ class LinkedTrackPublic(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
-    agency: Agency
-    track: Track
-    status: TaskStatus
-    outcome: Outcome | None
-    closed_at: datetime | None
-    updated_at: datetime
+    agency: Agency = PydanticField(description="The other agency.")
+    track: Track = PydanticField(description="Its track.")
+    status: TaskStatus = PydanticField(description="Its FHIR Task status.")
+    outcome: Outcome | None = PydanticField(description="How it ended, once `completed`.")
+    closed_at: datetime | None = PydanticField(description="When it reached a final status (UTC).")
+    updated_at: datetime = PydanticField(description="When it last changed (UTC).")
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field(description=OUTCOME_CATEGORY_ABOUT)  # type: ignore[prop-decorator]
     @property
     def outcome_category(self) -> OutcomeCategory | None:
         return OUTCOME_CATEGORY[self.outcome] if self.outcome else None
 
 
 class JointReviewPublic(BaseModel):
-    status: JointReviewStatus
-    tracks: list[LinkedTrackPublic] = PydanticField(default_factory=list)
+    """The dual-track joint review: the other agency's track, only under `joint_review`."""
+
+    status: JointReviewStatus = PydanticField(
+        description="`linked` (the person consented to joint review for both agencies), "
+        "`not_consented` or `unavailable` (the bridge did not answer this read)."
+    )
+    tracks: list[LinkedTrackPublic] = PydanticField(
+        default_factory=list, description="The other agency's track when `linked`; else empty."
+    )
 
 
 class CaseDetailPublic(CasePublic):
     """A case with its disclosure and track work; reading it is an audited read (F9)."""
 
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={
+            "examples": [
+                {
+                    **EXAMPLE_CASE,
+                    "disclosure": {
+                        "identity": {
+                            "display_name": "Amina",
+                            "birth_year": 1994,
+                            "nationality": "GN",
+                        },
+                        "needs": {"languages": ["fr", "en"], "needs": ["shelter", "medical"]},
+                    },
+                    "options": [EXAMPLE_OPTION],
+                    "return_steps": None,
+                    "sessions": [EXAMPLE_SESSION],
+                    "decisions": [EXAMPLE_DECISION],
+                    "disclosure_requests": [EXAMPLE_STEP_UP],
+                    "joint_review": {"status": "not_consented", "tracks": []},
+                }
+            ]
+        }
+    )
+
     # Exactly the routed package, opened in memory with the key the bridge hands out for this
     # read, one object per disclosed category; null once withdrawn (F4) or while the bridge
     # does not answer (`disclosure_status` says which).
-    disclosure: dict[DataCategory, dict[str, Any]] | None
+    disclosure: dict[DataCategory, dict[str, Any]] | None = Field(
+        description="The disclosed data, one object per disclosed category, exactly as the "
+        "consent granted it; `null` once withdrawn (F4) or while the bridge does not hand out "
+        "its key (`disclosure_status` says which). Reading it is recorded (F9)."
+    )
     # Legal stay only (null on a return case): the current assessment per option.
-    options: list[OptionPublic] | None
+    options: list[OptionPublic] | None = Field(
+        description="The current assessment per legal-stay option; `null` on a return case."
+    )
     # Return only (null on a legal-stay case): every move, oldest first.
-    return_steps: list[ReturnStepPublic] | None
-    sessions: list[SessionPublic]
-    decisions: list[DecisionPublic]
+    return_steps: list[ReturnStepPublic] | None = Field(
+        description="Every move of a return track, oldest first; `null` on a legal-stay case."
+    )
+    sessions: list[SessionPublic] = Field(description="The counselling sessions.")
+    decisions: list[DecisionPublic] = Field(description="The person's decisions.")
     # Step-up requests (F5), oldest first: pending, released (by a new consent) or refused.
-    disclosure_requests: list[DisclosureRequestPublic]
+    disclosure_requests: list[DisclosureRequestPublic] = Field(
+        description="The step-up requests to the NGO, oldest first (F5)."
+    )
     # The other agency's track for the same person, only under `joint_review` from both sides.
-    joint_review: JointReviewPublic
+    joint_review: JointReviewPublic = Field(
+        description="The other agency's track for the same person, only under `joint_review` "
+        "consents from both sides."
+    )
 
 
 # ---------------------------------------------------------------- consumed events

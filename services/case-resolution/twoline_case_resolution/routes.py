@@ -7,7 +7,7 @@ Every route needs a second-line role; which of the two may act on a track is the
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Path, Request, status
 
 from twoline_case_resolution import service
 from twoline_case_resolution.disclosure import (
@@ -16,7 +16,18 @@ from twoline_case_resolution.disclosure import (
     bridge_key_fetcher,
     bridge_link_finder,
 )
-from twoline_case_resolution.domain import LegalStayOption
+from twoline_case_resolution.domain import (
+    CategoryAlreadyDisclosed,
+    DisclosureRequestPending,
+    IllegalStep,
+    IllegalTransition,
+    LegalStayOption,
+    NotYourTrack,
+    OutcomeNotAllowed,
+    ReasonNotAllowed,
+    ReasonRequired,
+    TrackNotActive,
+)
 from twoline_case_resolution.models import (
     AssessOption,
     Case,
@@ -40,10 +51,38 @@ from twoline_case_resolution.models import (
 from twoline_shared.auth import SecondLine
 from twoline_shared.codes import TaskStatus, Track
 from twoline_shared.db import SessionDep
+from twoline_shared.openapi import problems
 from twoline_shared.pagination import PageDep
 
+CaseId = Annotated[
+    uuid.UUID,
+    Path(
+        description="The case's id (one case per referral and agency).",
+        examples=["1e2d3c4b-5a69-4788-9a0b-1c2d3e4f5a6b"],
+    ),
+]
+TrackPath = Annotated[
+    Track,
+    Path(
+        description="The case's track: `legal_stay` (ICAM coaches) or `return` (Fedasil return "
+        "counsellors); only its performer acts on it."
+    ),
+]
+OptionPath = Annotated[LegalStayOption, Path(description="The legal-stay option assessed.")]
 
-def get_current_case(case_id: uuid.UUID, session: SessionDep, principal: SecondLine) -> Case:
+# What acting on a track may be refused for, besides the case itself (404).
+NOT_PERFORMER = (404, NotYourTrack)
+STATUS_CHANGE = (
+    *NOT_PERFORMER,
+    IllegalTransition,
+    ReasonRequired,
+    ReasonNotAllowed,
+    OutcomeNotAllowed,
+)
+TRACK_WORK = (*NOT_PERFORMER, TrackNotActive)
+
+
+def get_current_case(case_id: CaseId, session: SessionDep, principal: SecondLine) -> Case:
     return service.load_case(session, principal=principal, case_id=case_id)
 
 
@@ -80,7 +119,7 @@ def read_queue(
     return QueuePublic(data=[QueueItemPublic.model_validate(r) for r in rows], count=count)
 
 
-@router.get("/cases/{case_id}", response_model=CaseDetailPublic)
+@router.get("/cases/{case_id}", response_model=CaseDetailPublic, responses=problems(404))
 def read_case(
     case: CurrentCase,
     session: SessionDep,
@@ -95,17 +134,29 @@ def read_case(
     )
 
 
-@router.post("/cases/{case_id}/tracks/{track}/accept", response_model=CasePublic)
-def accept_track(track: Track, case: CurrentCase, session: SessionDep, principal: SecondLine):
+@router.post(
+    "/cases/{case_id}/tracks/{track}/accept",
+    response_model=CasePublic,
+    responses=problems(*STATUS_CHANGE),
+)
+def accept_track(track: TrackPath, case: CurrentCase, session: SessionDep, principal: SecondLine):
     """Accept the case's track (only from `requested`); you become its assignee."""
     return service.change_status(
         session, principal=principal, case=case, track=track, target=TaskStatus.ACCEPTED
     )
 
 
-@router.post("/cases/{case_id}/tracks/{track}/reject", response_model=CasePublic)
+@router.post(
+    "/cases/{case_id}/tracks/{track}/reject",
+    response_model=CasePublic,
+    responses=problems(*STATUS_CHANGE),
+)
 def reject_track(
-    track: Track, body: RejectTrack, case: CurrentCase, session: SessionDep, principal: SecondLine
+    track: TrackPath,
+    body: RejectTrack,
+    case: CurrentCase,
+    session: SessionDep,
+    principal: SecondLine,
 ):
     """Reject the case's track (only from `requested`), with a reason code."""
     return service.change_status(
@@ -119,9 +170,17 @@ def reject_track(
     )
 
 
-@router.post("/cases/{case_id}/tracks/{track}/status", response_model=CasePublic)
+@router.post(
+    "/cases/{case_id}/tracks/{track}/status",
+    response_model=CasePublic,
+    responses=problems(*STATUS_CHANGE),
+)
 def change_track_status(
-    track: Track, body: ChangeStatus, case: CurrentCase, session: SessionDep, principal: SecondLine
+    track: TrackPath,
+    body: ChangeStatus,
+    case: CurrentCase,
+    session: SessionDep,
+    principal: SecondLine,
 ):
     """Move the track to in-progress, on-hold, failed or cancelled (the last three with a reason)."""
     return service.change_status(
@@ -135,9 +194,13 @@ def change_track_status(
     )
 
 
-@router.post("/cases/{case_id}/tracks/{track}/complete", response_model=CasePublic)
+@router.post(
+    "/cases/{case_id}/tracks/{track}/complete",
+    response_model=CasePublic,
+    responses=problems(*STATUS_CHANGE),
+)
 def complete_track(
-    track: Track,
+    track: TrackPath,
     body: CompleteTrack,
     case: CurrentCase,
     session: SessionDep,
@@ -155,10 +218,14 @@ def complete_track(
     )
 
 
-@router.put("/cases/{case_id}/tracks/{track}/options/{option}", response_model=OptionPublic)
+@router.put(
+    "/cases/{case_id}/tracks/{track}/options/{option}",
+    response_model=OptionPublic,
+    responses=problems(*TRACK_WORK),
+)
 def assess_option(
-    track: Track,
-    option: LegalStayOption,
+    track: TrackPath,
+    option: OptionPath,
     body: AssessOption,
     case: CurrentCase,
     session: SessionDep,
@@ -174,9 +241,10 @@ def assess_option(
     "/cases/{case_id}/tracks/{track}/steps",
     response_model=ReturnStepPublic,
     status_code=status.HTTP_201_CREATED,
+    responses=problems(*TRACK_WORK, IllegalStep, 422),
 )
 def move_return_step(
-    track: Track,
+    track: TrackPath,
     body: MoveReturnStep,
     case: CurrentCase,
     session: SessionDep,
@@ -190,6 +258,7 @@ def move_return_step(
     "/cases/{case_id}/sessions",
     response_model=SessionPublic,
     status_code=status.HTTP_201_CREATED,
+    responses=problems(*TRACK_WORK),
 )
 def record_session(
     body: SessionCreate, case: CurrentCase, session: SessionDep, principal: SecondLine
@@ -202,6 +271,7 @@ def record_session(
     "/cases/{case_id}/decisions",
     response_model=DecisionPublic,
     status_code=status.HTTP_201_CREATED,
+    responses=problems(*TRACK_WORK, IllegalStep, 422),
 )
 def record_decision(
     body: DecisionCreate, case: CurrentCase, session: SessionDep, principal: SecondLine
@@ -214,6 +284,7 @@ def record_decision(
     "/cases/{case_id}/disclosure-requests",
     response_model=DisclosureRequestPublic,
     status_code=status.HTTP_201_CREATED,
+    responses=problems(*TRACK_WORK, CategoryAlreadyDisclosed, DisclosureRequestPending),
 )
 def request_disclosure(
     body: DisclosureRequestCreate, case: CurrentCase, session: SessionDep, principal: SecondLine

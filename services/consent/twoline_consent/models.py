@@ -9,9 +9,10 @@ import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
 from pydantic.alias_generators import to_camel
 from sqlalchemy import JSON
@@ -20,9 +21,13 @@ from sqlmodel import Field, SQLModel
 from twoline_shared.auth import Agency
 from twoline_shared.codes import ISO_639_1, ConsentStatus, DataCategory, Purpose
 from twoline_shared.db import UtcDateTime, utcnow
+from twoline_shared.fields import IsoDateTime
+from twoline_shared.pagination import PageCount
 
 
 class CollectionMethod(StrEnum):
+    """How the consent was given: said aloud, or signed."""
+
     VERBAL = "verbal"
     WRITTEN = "written"
 
@@ -54,17 +59,50 @@ class ClientRegistered(SQLModel):
 # ---------------------------------------------------------------- consents
 
 
+VALID_UNTIL = "When the consent ends by itself (UTC); `null`: until it is withdrawn."
+
+
 class ConsentBase(SQLModel):
-    client_ref: str = Field(min_length=1, max_length=64)
+    client_ref: str = Field(
+        min_length=1,
+        max_length=64,
+        description="The pseudonym (from intake) of the client of your organisation who consents.",
+    )
     # One recipient agency per grant: consent is never bundled (GDPR Art. 7(4)).
-    recipient: Agency = Field(sa_type=sa.String(32))
-    purposes: list[Purpose] = Field(min_length=1, sa_type=JSON)
-    categories: list[DataCategory] = Field(min_length=1, sa_type=JSON)
-    method: CollectionMethod = Field(sa_type=sa.String(16))
-    language: str = Field(min_length=2, max_length=2)
-    interpreter: bool
-    information_version: str = Field(min_length=1, max_length=64)
-    valid_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    recipient: Agency = Field(
+        sa_type=sa.String(32),
+        description="The one agency this consent lets data go to: `immigration_office` (ICAM "
+        "coaches: a disclosure to the immigration authority) or `fedasil` (return counsellors). "
+        "Consent is given per agency, never bundled.",
+    )
+    purposes: list[Purpose] = Field(
+        min_length=1,
+        sa_type=JSON,
+        description="What the recipient may do: `referral` (receive the data for a review of the "
+        "case), `feedback` (report status and outcome back to the NGO), `joint_review` (the "
+        "two agencies may see each other's track). No repeats.",
+    )
+    categories: list[DataCategory] = Field(
+        min_length=1,
+        sa_type=JSON,
+        description="The data categories that may be disclosed to the recipient. `health` is "
+        "special-category data, covered only when named here. No repeats.",
+    )
+    method: CollectionMethod = Field(
+        sa_type=sa.String(16), description="How the person gave the consent."
+    )
+    language: str = Field(
+        min_length=2,
+        max_length=2,
+        description="The language the person was informed in, an ISO 639-1 code such as `fr`.",
+    )
+    interpreter: bool = Field(description="Whether an interpreter took part.")
+    information_version: str = Field(
+        min_length=1,
+        max_length=64,
+        description="The version of the information sheet the person was given, e.g. `2026-01`.",
+    )
+    valid_until: datetime | None = Field(default=None, sa_type=UtcDateTime, description=VALID_UNTIL)
 
     @field_validator("purposes", "categories")
     @classmethod
@@ -89,12 +127,27 @@ class ConsentBase(SQLModel):
         return value
 
 
+EXAMPLE_CONSENT: dict[str, Any] = {
+    "client_ref": "C-5A7B63FF22E4",
+    "recipient": "immigration_office",
+    "purposes": ["referral", "feedback"],
+    "categories": ["identity", "needs", "migration_history"],
+    "method": "written",
+    "language": "fr",
+    "interpreter": False,
+    "information_version": "2026-01",
+    "valid_until": "2027-01-31T23:00:00Z",
+}
+
+
 class ConsentCreate(ConsentBase):
     """What the caseworker records after informing the client about this one recipient."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_CONSENT]})  # type: ignore[assignment]
 
-    valid_until: AwareDatetime | None = None
+    valid_until: IsoDateTime | None = Field(
+        default=None, description=VALID_UNTIL + " In the future, with a time zone."
+    )
 
     @field_validator("valid_until")
     @classmethod
@@ -126,26 +179,66 @@ class Consent(ConsentBase, table=True):
     withdrawal_reason: str | None = Field(default=None, max_length=500)
 
 
-class ConsentWithdraw(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+WITHDRAWAL_REASON = (
+    "Why the person withdrew, in the caseworker's words; it stays on the grant, in zone A only."
+)
 
-    reason: str | None = Field(default=None, min_length=1, max_length=500)
+
+class ConsentWithdraw(SQLModel):
+    """The withdrawal of a consent at the person's request; the body may be left out."""
+
+    model_config = ConfigDict(  # type: ignore[assignment]
+        extra="forbid",
+        json_schema_extra={"examples": [{"reason": "The client no longer wants the review."}]},
+    )
+
+    reason: str | None = Field(
+        default=None, min_length=1, max_length=500, description=WITHDRAWAL_REASON
+    )
+
+
+EXAMPLE_CONSENT_PUBLIC: dict[str, Any] = {
+    **EXAMPLE_CONSENT,
+    "consent_id": "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b",
+    "status": "active",
+    "org": "ngo-ghent",
+    "obtained_by": "caseworker-17",
+    "created_at": "2026-01-12T10:15:00Z",
+    "withdrawn_at": None,
+    "withdrawn_by": None,
+    "withdrawal_reason": None,
+}
 
 
 class ConsentPublic(ConsentBase):
-    consent_id: uuid.UUID
-    status: ConsentStatus
-    org: str
-    obtained_by: str
-    created_at: datetime
-    withdrawn_at: datetime | None
-    withdrawn_by: str | None
-    withdrawal_reason: str | None
+    """A consent grant of one of your organisation's clients, with its status now."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_CONSENT_PUBLIC]})  # type: ignore[assignment]
+
+    consent_id: uuid.UUID = Field(description="The consent's id.")
+    status: ConsentStatus = Field(
+        description="FHIR Consent status now: `active`, or `inactive` once withdrawn or past "
+        "`valid_until`."
+    )
+    org: str = Field(description="The NGO that recorded the consent.")
+    obtained_by: str = Field(description="Who recorded it: the caseworker's token subject.")
+    created_at: datetime = Field(description="When it was recorded (UTC); it is valid from then.")
+    withdrawn_at: datetime | None = Field(description="When it was withdrawn (UTC), if it was.")
+    withdrawn_by: str | None = Field(
+        description="Who recorded the withdrawal (token subject), if it was withdrawn."
+    )
+    withdrawal_reason: str | None = Field(description=WITHDRAWAL_REASON)
 
 
 class ConsentsPublic(SQLModel):
-    data: list[ConsentPublic]
-    count: int
+    """One page of a client's consents."""
+
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={"examples": [{"data": [EXAMPLE_CONSENT_PUBLIC], "count": 1}]}
+    )
+
+    data: list[ConsentPublic] = Field(description="This page of consents, newest first.")
+    count: PageCount
 
 
 # ---------------------------------------------------------------- consent receipt
@@ -158,52 +251,144 @@ class _Receipt(BaseModel):
 
 
 class ReceiptController(_Receipt):
-    pii_controller: str
-    on_behalf: bool = False
+    """The controller of the person's data: their NGO."""
+
+    pii_controller: str = PydanticField(description="The NGO that holds the data and the consent.")
+    on_behalf: bool = PydanticField(
+        default=False, description="Whether the NGO acts on behalf of another controller."
+    )
 
 
 class ReceiptPurpose(_Receipt):
-    purpose: str
-    purpose_category: list[Purpose]
-    consent_type: str = "EXPLICIT"
-    pii_category: list[DataCategory]
-    termination: str
-    third_party_disclosure: bool = True
-    third_party_name: Agency
+    """One purpose of the consent, as told to the person."""
+
+    purpose: str = PydanticField(description="What the purpose means for the person, in words.")
+    purpose_category: list[Purpose] = PydanticField(description="The purpose's code.")
+    consent_type: str = PydanticField(
+        default="EXPLICIT", description="How consent was given: always explicit here."
+    )
+    pii_category: list[DataCategory] = PydanticField(
+        description="The data categories disclosed for this purpose."
+    )
+    termination: str = PydanticField(description="When the consent ends, in words.")
+    third_party_disclosure: bool = PydanticField(
+        default=True, description="Whether data goes to a third party: always, the recipient."
+    )
+    third_party_name: Agency = PydanticField(description="The recipient agency.")
 
 
 class ReceiptService(_Receipt):
-    service: str
-    purposes: list[ReceiptPurpose]
+    """What the recipient does with the data, as told to the person."""
+
+    service: str = PydanticField(description="The recipient's service, in words.")
+    purposes: list[ReceiptPurpose] = PydanticField(description="The purposes consented to.")
 
 
 class ReceiptThirdParty(_Receipt):
-    third_party_name: Agency
+    """A party the data is disclosed to."""
+
+    third_party_name: Agency = PydanticField(description="The recipient agency.")
 
 
 class ReceiptTermination(_Receipt):
-    valid_until: datetime | None
-    withdrawn_at: datetime | None
-    how_to_withdraw: str
+    """How the consent ends."""
+
+    valid_until: datetime | None = PydanticField(
+        description="When it ends by itself (UTC); `null`: until withdrawn."
+    )
+    withdrawn_at: datetime | None = PydanticField(
+        description="When it was withdrawn (UTC), if it was."
+    )
+    how_to_withdraw: str = PydanticField(description="How the person can withdraw it, in words.")
 
 
 class ConsentReceipt(_Receipt):
     """A receipt the NGO can hand to the person (Kantara Consent Receipt v1.1 style)."""
 
-    version: str = "KI-CR-v1.1.0"
-    jurisdiction: str = "BE"
-    consent_timestamp: int  # Unix epoch seconds, as in the Kantara specification
-    collection_method: CollectionMethod
-    consent_receipt_id: str = PydanticField(alias="consentReceiptID")
-    language: str
-    interpreter: bool
-    information_version: str
-    pii_principal_id: str
-    pii_controllers: list[ReceiptController]
-    services: list[ReceiptService]
-    pii_category: list[DataCategory]
-    sensitive: bool
-    spi_cat: list[DataCategory]
-    third_parties: list[ReceiptThirdParty]
-    termination: ReceiptTermination
-    status: ConsentStatus
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "version": "KI-CR-v1.1.0",
+                    "jurisdiction": "BE",
+                    "consentTimestamp": 1768212900,
+                    "collectionMethod": "written",
+                    "consentReceiptID": "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b",
+                    "language": "fr",
+                    "interpreter": False,
+                    "informationVersion": "2026-01",
+                    "piiPrincipalId": "C-5A7B63FF22E4",
+                    "piiControllers": [{"piiController": "ngo-ghent", "onBehalf": False}],
+                    "services": [
+                        {
+                            "service": "Referral to a Fedasil return counsellor, who informs "
+                            "about assisted voluntary return and reintegration.",
+                            "purposes": [
+                                {
+                                    "purpose": "Your data in the listed categories is disclosed "
+                                    "for a review of your case.",
+                                    "purposeCategory": ["referral"],
+                                    "consentType": "EXPLICIT",
+                                    "piiCategory": ["identity", "needs"],
+                                    "termination": "Until withdrawal.",
+                                    "thirdPartyDisclosure": True,
+                                    "thirdPartyName": "fedasil",
+                                }
+                            ],
+                        }
+                    ],
+                    "piiCategory": ["identity", "needs"],
+                    "sensitive": False,
+                    "spiCat": [],
+                    "thirdParties": [{"thirdPartyName": "fedasil"}],
+                    "termination": {
+                        "validUntil": None,
+                        "withdrawnAt": None,
+                        "howToWithdraw": "You can withdraw this consent at any time by telling "
+                        "your NGO caseworker; nothing more is then disclosed under it.",
+                    },
+                    "status": "active",
+                }
+            ]
+        }
+    )
+
+    version: str = PydanticField(
+        default="KI-CR-v1.1.0", description="The Kantara Consent Receipt version followed."
+    )
+    jurisdiction: str = PydanticField(
+        default="BE", description="Where the consent was given, a country code."
+    )
+    consent_timestamp: int = PydanticField(  # Unix epoch seconds, as in the Kantara specification
+        description="When the consent was recorded, in Unix epoch seconds."
+    )
+    collection_method: CollectionMethod = PydanticField(description="How it was given.")
+    consent_receipt_id: str = PydanticField(
+        alias="consentReceiptID", description="The receipt's id: the consent's id."
+    )
+    language: str = PydanticField(description="The language the person was informed in.")
+    interpreter: bool = PydanticField(description="Whether an interpreter took part.")
+    information_version: str = PydanticField(
+        description="The version of the information sheet the person was given."
+    )
+    pii_principal_id: str = PydanticField(
+        description="The person, by their pseudonym at the NGO (`client_ref`)."
+    )
+    pii_controllers: list[ReceiptController] = PydanticField(
+        description="Who controls the data: the NGO."
+    )
+    services: list[ReceiptService] = PydanticField(
+        description="What the recipient does with the data, and for which purposes."
+    )
+    pii_category: list[DataCategory] = PydanticField(description="The categories consented to.")
+    sensitive: bool = PydanticField(
+        description="Whether special-category data (`health`) is among them."
+    )
+    spi_cat: list[DataCategory] = PydanticField(
+        description="The special categories among them (GDPR Art. 9)."
+    )
+    third_parties: list[ReceiptThirdParty] = PydanticField(
+        description="Who the data may go to: the one recipient agency."
+    )
+    termination: ReceiptTermination = PydanticField(description="How and when the consent ends.")
+    status: ConsentStatus = PydanticField(description="Its status now: `active` or `inactive`.")

@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Path, Query
 
 from twoline_consent import service
 from twoline_consent.models import (
@@ -15,12 +15,30 @@ from twoline_consent.models import (
 )
 from twoline_shared.auth import NgoCaseworker, NgoStaff
 from twoline_shared.db import SessionDep
+from twoline_shared.openapi import CALL_FAILED, CALL_UNAVAILABLE, ProblemType, problems
 from twoline_shared.pagination import PageDep
 
 router = APIRouter(prefix="/consents", tags=["consents"])
 
+ConsentId = Annotated[
+    uuid.UUID,
+    Path(description="The consent's id.", examples=["6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b"]),
+]
+CONSENT_INACTIVE = ProblemType(
+    409,
+    "consent-inactive",
+    "Conflict with the current state",
+    "The consent is already withdrawn, or has expired: it stays on record as inactive.",
+)
 
-@router.post("", status_code=201, response_model=ConsentPublic)
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ConsentPublic,
+    # Intake is asked about a client this service has not heard of yet.
+    responses=problems(404, CALL_UNAVAILABLE, CALL_FAILED),
+)
 def grant_consent(body: ConsentCreate, session: SessionDep, principal: NgoCaseworker):
     """Record a client's consent to disclose to one recipient agency."""
     consent = service.grant_consent(session, principal=principal, data=body)
@@ -31,7 +49,15 @@ def grant_consent(body: ConsentCreate, session: SessionDep, principal: NgoCasewo
 def list_consents(
     session: SessionDep,
     principal: NgoStaff,
-    client_ref: Annotated[str, Query(min_length=1, max_length=64)],
+    client_ref: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=64,
+            description="The pseudonym of the client whose consents to list.",
+            examples=["C-5A7B63FF22E4"],
+        ),
+    ],
     page: PageDep,
 ):
     """List the consents of one client of your organisation, newest first."""
@@ -41,16 +67,20 @@ def list_consents(
     return ConsentsPublic(data=[service.to_public(r) for r in rows], count=count)
 
 
-@router.get("/{consent_id}", response_model=ConsentPublic)
-def read_consent(consent_id: uuid.UUID, session: SessionDep, principal: NgoStaff):
+@router.get("/{consent_id}", response_model=ConsentPublic, responses=problems(404))
+def read_consent(consent_id: ConsentId, session: SessionDep, principal: NgoStaff):
     """Read one consent of your organisation, with its current status."""
     consent = service.read_consent(session, principal=principal, consent_id=consent_id)
     return service.to_public(consent)
 
 
-@router.post("/{consent_id}/withdraw", response_model=ConsentPublic)
+@router.post(
+    "/{consent_id}/withdraw",
+    response_model=ConsentPublic,
+    responses=problems(404, CONSENT_INACTIVE),
+)
 def withdraw_consent(
-    consent_id: uuid.UUID,
+    consent_id: ConsentId,
     session: SessionDep,
     principal: NgoCaseworker,
     body: Annotated[ConsentWithdraw | None, Body()] = None,
@@ -65,7 +95,7 @@ def withdraw_consent(
     return service.to_public(consent)
 
 
-@router.get("/{consent_id}/receipt", response_model=ConsentReceipt)
-def consent_receipt(consent_id: uuid.UUID, session: SessionDep, principal: NgoStaff):
+@router.get("/{consent_id}/receipt", response_model=ConsentReceipt, responses=problems(404))
+def consent_receipt(consent_id: ConsentId, session: SessionDep, principal: NgoStaff):
     """The consent receipt (Kantara style) to hand to the client."""
     return service.consent_receipt(session, principal=principal, consent_id=consent_id)

@@ -1,6 +1,8 @@
 """Intake routes (zone A): NGO staff of one org only."""
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from twoline_intake import service
 from twoline_intake.models import (
@@ -14,9 +16,20 @@ from twoline_intake.models import (
 )
 from twoline_shared.auth import NgoCaseworker
 from twoline_shared.db import SessionDep
+from twoline_shared.openapi import problems
 from twoline_shared.pagination import PageDep
 
 router = APIRouter(prefix="/clients", tags=["clients"])
+
+ClientRef = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        description="The client's pseudonym, as intake gave it out at registration.",
+        examples=["C-5A7B63FF22E4"],
+    ),
+]
 
 
 @router.post("", status_code=201, response_model=ClientPublic)
@@ -38,32 +51,34 @@ def list_clients(
     return ClientsPublic(data=[ClientPublic.model_validate(r) for r in rows], count=count)
 
 
-@router.get("/{client_ref}", response_model=ClientPublic)
-def read_client(client_ref: str, session: SessionDep, principal: NgoCaseworker):
+@router.get("/{client_ref}", response_model=ClientPublic, responses=problems(404))
+def read_client(client_ref: ClientRef, session: SessionDep, principal: NgoCaseworker):
     """Read one client record of your organisation."""
     return service.read_client(session, principal=principal, client_ref=client_ref)
 
 
-@router.patch("/{client_ref}", response_model=ClientPublic)
+@router.patch("/{client_ref}", response_model=ClientPublic, responses=problems(404))
 def update_client(
-    client_ref: str, body: ClientUpdate, session: SessionDep, principal: NgoCaseworker
+    client_ref: ClientRef, body: ClientUpdate, session: SessionDep, principal: NgoCaseworker
 ):
     """Change some fields of a client record; fields not sent stay as they are."""
     return service.update_client(session, principal=principal, client_ref=client_ref, data=body)
 
 
-@router.post("/{client_ref}/contacts", status_code=201, response_model=ContactPublic)
+@router.post(
+    "/{client_ref}/contacts", status_code=201, response_model=ContactPublic, responses=problems(404)
+)
 def log_contact(
-    client_ref: str, body: ContactCreate, session: SessionDep, principal: NgoCaseworker
+    client_ref: ClientRef, body: ContactCreate, session: SessionDep, principal: NgoCaseworker
 ):
     """Log an outreach contact with a client: `contact`, `inform` or `refer`."""
     contact = service.log_contact(session, principal=principal, client_ref=client_ref, data=body)
     return ContactPublic.model_validate(contact, update={"client_ref": client_ref})
 
 
-@router.get("/{client_ref}/contacts", response_model=ContactsPublic)
+@router.get("/{client_ref}/contacts", response_model=ContactsPublic, responses=problems(404))
 def list_contacts(
-    client_ref: str,
+    client_ref: ClientRef,
     session: SessionDep,
     principal: NgoCaseworker,
     page: PageDep,

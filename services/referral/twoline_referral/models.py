@@ -27,6 +27,7 @@ from twoline_shared.codes import (
     Urgency,
 )
 from twoline_shared.db import UtcDateTime, utcnow
+from twoline_shared.pagination import PageCount
 from twoline_shared.tasks import MAY_SET, NEEDS_REASON, Party
 
 
@@ -108,6 +109,8 @@ class DataKey(SQLModel, table=True):
 
 
 class DisclosureRequestStatus(StrEnum):
+    """Where a step-up request stands: waiting for the NGO, released by a new consent, refused."""
+
     PENDING = "pending"
     RELEASED = "released"  # a new consent covered every requested category
     REFUSED = "refused"  # the NGO refused
@@ -150,30 +153,68 @@ class DisclosureRequest(SQLModel, table=True):
     decided_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
+EXAMPLE_DISCLOSURE_REQUEST: dict[str, Any] = {
+    "request_id": "0b7e5a3c-2d4f-4e6a-8b9c-1d2e3f4a5b6c",
+    "referral_id": "8c4f2e1a-7b6d-4c3e-9f8a-2b1c0d9e8f7a",
+    "client_ref": "C-5A7B63FF22E4",
+    "agency": "immigration_office",
+    "track": "legal_stay",
+    "categories": ["health"],
+    "reason": "medical_assessment",
+    "status": "pending",
+    "created_at": "2026-01-20T08:45:00Z",
+    "decided_at": None,
+}
+
+
 class DisclosureRequestPublic(SQLModel):
     """A step-up request as the NGO sees it: whose, from which agency, for what and why."""
 
-    request_id: str
-    referral_id: uuid.UUID
-    client_ref: str
-    agency: Agency
-    track: Track
-    categories: list[DataCategory]
-    reason: str
-    status: DisclosureRequestStatus
-    created_at: UtcDatetime
-    decided_at: UtcDatetime | None = None
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_DISCLOSURE_REQUEST]})  # type: ignore[assignment]
+
+    request_id: str = Field(description="The request's id (given by the second line).")
+    referral_id: uuid.UUID = Field(description="The referral whose track it is about.")
+    client_ref: str = Field(description="The pseudonym of the client it is about.")
+    agency: Agency = Field(description="The agency that asks.")
+    track: Track = Field(description="The track it asks for.")
+    categories: list[DataCategory] = Field(
+        description="The data categories asked for, beyond those already disclosed. Only a new "
+        "consent of the client covering all of them releases them (F0, F5)."
+    )
+    reason: str = Field(
+        description="Why the case worker asks, a code of the second line's closed list, e.g. "
+        "`identity_verification`, `medical_assessment`."
+    )
+    status: DisclosureRequestStatus = Field(description="Where the request stands.")
+    created_at: UtcDatetime = Field(description="When the second line asked (UTC).")
+    decided_at: UtcDatetime | None = Field(
+        default=None, description="When it was released or refused (UTC); `null` while pending."
+    )
 
 
 class DisclosureRequestsPublic(SQLModel):
-    data: list[DisclosureRequestPublic]
-    count: int
+    """One page of the second line's requests for more categories."""
+
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={"examples": [{"data": [EXAMPLE_DISCLOSURE_REQUEST], "count": 1}]}
+    )
+
+    data: list[DisclosureRequestPublic] = Field(description="This page of requests, newest first.")
+    count: PageCount
 
 
 class DisclosureRefuse(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    """The NGO's refusal of a step-up request: the client does not consent to more."""
 
-    reason: RefuseReason | None = None
+    model_config = ConfigDict(  # type: ignore[assignment]
+        extra="forbid", json_schema_extra={"examples": [{"reason": "client_declined"}]}
+    )
+
+    reason: RefuseReason | None = Field(
+        default=None,
+        description="Why, as a code; it stays with the bridge and says no more to the second "
+        "line than `refused`. `null`: no reason given.",
+    )
 
 
 class AccessLogEntry(SQLModel, table=True):
@@ -197,22 +238,41 @@ class AccessLogEntry(SQLModel, table=True):
     read_at: datetime = Field(sa_type=UtcDateTime)
 
 
+EXAMPLE_ACCESS: dict[str, Any] = {
+    "track_id": "5d3c2b1a-0f9e-4d8c-b7a6-958473625140",
+    "track": "legal_stay",
+    "role": "icam_coach",
+    "agency": "immigration_office",
+    "office": "brussels",
+    "categories": ["identity", "needs"],
+    "read_at": "2026-01-21T13:10:00Z",
+}
+
+
 class AccessLogEntryPublic(SQLModel):
     """A read as the NGO shows it to the person: which track, who (role, agency, office), what
     (categories) and when."""
 
-    track_id: uuid.UUID
-    track: Track
-    role: str
-    agency: Agency
-    office: str
-    categories: list[DataCategory]
-    read_at: UtcDatetime
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_ACCESS]})  # type: ignore[assignment]
+
+    track_id: uuid.UUID = Field(description="The track whose disclosure was read.")
+    track: Track = Field(description="Which track it is.")
+    role: str = Field(description="The reader's role, e.g. `icam_coach`; never a name (F9).")
+    agency: Agency = Field(description="The reader's agency.")
+    office: str = Field(description="The reader's office, e.g. `brussels`.")
+    categories: list[DataCategory] = Field(description="The data categories shown in the read.")
+    read_at: UtcDatetime = Field(description="When it was read (UTC).")
 
 
 class AccessLogPublic(SQLModel):
-    data: list[AccessLogEntryPublic]
-    count: int
+    """One page of the reads of a referral's disclosures in the second line (F9)."""
+
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={"examples": [{"data": [EXAMPLE_ACCESS], "count": 1}]}
+    )
+
+    data: list[AccessLogEntryPublic] = Field(description="This page of reads, oldest first.")
+    count: PageCount
 
 
 # ---------------------------------------------------------------- referrals
@@ -294,15 +354,45 @@ class TrackStatusEntry(SQLModel, table=True):
     track_row: ReferralTrack | None = Relationship(back_populates="history")
 
 
+REFERRAL_NOTE = (
+    "A note for your organisation only: it stays in the bridge and never reaches the second "
+    "line, an event or an audit record."
+)
+
+
 class ReferralCreate(SQLModel):
     """What an NGO caseworker asks for: one or both tracks for one of their clients."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(  # type: ignore[assignment]
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "client_ref": "C-5A7B63FF22E4",
+                    "tracks": ["legal_stay", "return"],
+                    "urgency": "normal",
+                    "note": "Both options explored in parallel, as the client asked.",
+                }
+            ]
+        },
+    )
 
-    client_ref: str = Field(min_length=1, max_length=64)
-    tracks: list[Track] = Field(min_length=1, max_length=len(Track))
-    urgency: Urgency = Urgency.NORMAL
-    note: str | None = Field(default=None, max_length=4000)
+    client_ref: str = Field(
+        min_length=1,
+        max_length=64,
+        description="The pseudonym of the client of your organisation to refer.",
+    )
+    tracks: list[Track] = Field(
+        min_length=1,
+        max_length=len(Track),
+        description="The tracks asked for, no repeats: `legal_stay` goes to an ICAM coach of the "
+        "Immigration Office, `return` to a Fedasil return counsellor. Each needs an active "
+        "`referral` consent for its agency (F0).",
+    )
+    urgency: Urgency = Field(
+        default=Urgency.NORMAL, description="How soon: `urgent` cases head the office queue."
+    )
+    note: str | None = Field(default=None, max_length=4000, description=REFERRAL_NOTE)
 
     @field_validator("tracks")
     @classmethod
@@ -315,52 +405,129 @@ class ReferralCreate(SQLModel):
 class ReferralCancel(SQLModel):
     """The requester cancels every open track of a referral; the note stays in the bridge."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(  # type: ignore[assignment]
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"reason": "client_request", "note": "The client moved abroad."}]
+        },
+    )
 
-    reason: CancelReason
-    note: str | None = Field(default=None, max_length=4000)
+    reason: CancelReason = Field(description="Why the NGO cancels, a code the second line sees.")
+    note: str | None = Field(default=None, max_length=4000, description=REFERRAL_NOTE)
 
 
 class TrackProgressPublic(SQLModel):
-    status: TaskStatus
-    reason: StatusReason | None
-    outcome: Outcome | None
-    at: UtcDatetime
+    """One status the track took, in the order the bridge applied them."""
+
+    status: TaskStatus = Field(description="The status the track took (FHIR Task status).")
+    reason: StatusReason | None = Field(description="Why, for a status that needs a reason.")
+    outcome: Outcome | None = Field(description="The outcome, when the status is `completed`.")
+    at: UtcDatetime = Field(description="When the track took this status (UTC).")
+
+
+EXAMPLE_TRACK: dict[str, Any] = {
+    "track_id": "5d3c2b1a-0f9e-4d8c-b7a6-958473625140",
+    "track": "legal_stay",
+    "agency": "immigration_office",
+    "office": "brussels",
+    "status": "in-progress",
+    "business_status": "assigned",
+    "status_changed_at": "2026-01-22T09:00:00Z",
+    "feedback": True,
+    "status_reason": None,
+    "outcome": None,
+    "outcome_category": None,
+    "progress": [
+        {"status": "requested", "reason": None, "outcome": None, "at": "2026-01-15T11:20:00Z"},
+        {"status": "accepted", "reason": None, "outcome": None, "at": "2026-01-16T08:30:00Z"},
+        {"status": "in-progress", "reason": None, "outcome": None, "at": "2026-01-22T09:00:00Z"},
+    ],
+}
+FEEDBACK_ONLY = " Shown only under a `feedback` consent (F6); `null` otherwise."
 
 
 class TrackPublic(SQLModel):
     """A track as the NGO sees it; reason, outcome and progress only under `feedback` (F6)."""
 
-    track_id: uuid.UUID
-    track: Track
-    agency: Agency
-    office: str
-    status: TaskStatus
-    business_status: BusinessStatus
-    status_changed_at: UtcDatetime
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_TRACK]})  # type: ignore[assignment]
+
+    track_id: uuid.UUID = Field(description="The track's id, the only id the second line sees.")
+    track: Track = Field(description="Which track: `legal_stay` or `return`.")
+    agency: Agency = Field(description="The agency the track went to.")
+    office: str = Field(description="The agency's office whose queue it was routed to.")
+    status: TaskStatus = Field(
+        description="The track's FHIR Task status: `requested` until the second line acts."
+    )
+    business_status: BusinessStatus = Field(
+        description="Where it sits: `routed` to a queue, `assigned` to a case worker, `closed`."
+    )
+    status_changed_at: UtcDatetime = Field(description="When the status last changed (UTC).")
     # Whether the consent the track went under is active and grants `feedback`.
-    feedback: bool
-    status_reason: StatusReason | None = None
-    outcome: Outcome | None = None
-    outcome_category: OutcomeCategory | None = None
-    progress: list[TrackProgressPublic] | None = None
+    feedback: bool = Field(
+        description="Whether the consent the track went under is active and grants `feedback`: "
+        "only then are the reason, outcome and progress shown."
+    )
+    status_reason: StatusReason | None = Field(
+        default=None,
+        description="Why the track was rejected, put on hold, failed or cancelled." + FEEDBACK_ONLY,
+    )
+    outcome: Outcome | None = Field(
+        default=None, description="How the track ended for the person." + FEEDBACK_ONLY
+    )
+    outcome_category: OutcomeCategory | None = Field(
+        default=None,
+        description="The outcome's category (LVV evaluation): `permanent`, `semi_permanent` or "
+        "`none`." + FEEDBACK_ONLY,
+    )
+    progress: list[TrackProgressPublic] | None = Field(
+        default=None, description="Every status the track took, oldest first." + FEEDBACK_ONLY
+    )
+
+
+EXAMPLE_REFERRAL: dict[str, Any] = {
+    "referral_id": "8c4f2e1a-7b6d-4c3e-9f8a-2b1c0d9e8f7a",
+    "client_ref": "C-5A7B63FF22E4",
+    "urgency": "normal",
+    "note": "Both options explored in parallel, as the client asked.",
+    "created_at": "2026-01-15T11:20:00Z",
+    "cancel_reason": None,
+    "cancel_note": None,
+    "cancelled_at": None,
+    "tracks": [EXAMPLE_TRACK],
+}
 
 
 class ReferralPublic(SQLModel):
-    referral_id: uuid.UUID
-    client_ref: str
-    urgency: Urgency
-    note: str | None
-    created_at: UtcDatetime
-    cancel_reason: CancelReason | None = None
-    cancel_note: str | None = None
-    cancelled_at: UtcDatetime | None = None
-    tracks: list[TrackPublic]
+    """A referral of your organisation and the status of its tracks."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REFERRAL]})  # type: ignore[assignment]
+
+    referral_id: uuid.UUID = Field(description="The referral's id; it never leaves the bridge.")
+    client_ref: str = Field(description="The pseudonym of the client referred.")
+    urgency: Urgency = Field(description="How soon, as asked.")
+    note: str | None = Field(description=REFERRAL_NOTE)
+    created_at: UtcDatetime = Field(description="When the referral was made (UTC).")
+    cancel_reason: CancelReason | None = Field(
+        default=None, description="Why your organisation cancelled it, if it did."
+    )
+    cancel_note: str | None = Field(
+        default=None, description="The note of the cancellation; your organisation's only."
+    )
+    cancelled_at: UtcDatetime | None = Field(
+        default=None, description="When your organisation cancelled it (UTC), if it did."
+    )
+    tracks: list[TrackPublic] = Field(description="Its tracks, one per agency.")
 
 
 class ReferralsPublic(SQLModel):
-    data: list[ReferralPublic]
-    count: int
+    """One page of a client's referrals."""
+
+    model_config = ConfigDict(  # type: ignore[assignment]
+        json_schema_extra={"examples": [{"data": [EXAMPLE_REFERRAL], "count": 1}]}
+    )
+
+    data: list[ReferralPublic] = Field(description="This page of referrals, newest first.")
+    count: PageCount
 
 
 # ---------------------------------------------------------------- consumed event payloads

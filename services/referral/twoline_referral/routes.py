@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from twoline_referral import service
 from twoline_referral.config import Settings
@@ -21,9 +21,61 @@ from twoline_referral.models import (
 )
 from twoline_shared.auth import NgoCaseworker
 from twoline_shared.db import SessionDep
+from twoline_shared.openapi import CALL_FAILED, CALL_UNAVAILABLE, ProblemType, problems
 from twoline_shared.pagination import PageDep
 
 router = APIRouter(prefix="/referrals", tags=["referrals"])
+
+ReferralId = Annotated[
+    uuid.UUID,
+    Path(description="The referral's id.", examples=["8c4f2e1a-7b6d-4c3e-9f8a-2b1c0d9e8f7a"]),
+]
+RequestId = Annotated[
+    uuid.UUID,
+    Path(
+        description="The step-up request's id.", examples=["0b7e5a3c-2d4f-4e6a-8b9c-1d2e3f4a5b6c"]
+    ),
+]
+ClientRefQuery = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=64,
+        description="The pseudonym of the client whose referrals to list.",
+        examples=["C-5A7B63FF22E4"],
+    ),
+]
+CONSENT_MISSING = ProblemType(
+    422,
+    "consent-missing",
+    "The request is not valid",
+    "The client has no active `referral` consent for the agency of a track asked for; "
+    "`missing_consent` names the agencies. Nothing is stored or routed (F0).",
+)
+CONSENT_WITHDRAWN = ProblemType(
+    409,
+    "consent-withdrawn",
+    "Conflict with the current state",
+    "A consent the referral would go under was withdrawn meanwhile; nothing was routed.",
+)
+REFERRAL_CLOSED = ProblemType(
+    409,
+    "referral-closed",
+    "Conflict with the current state",
+    "Every track of the referral is already closed.",
+)
+TRACK_CHANGED = ProblemType(
+    409,
+    "track-changed",
+    "Conflict with the current state",
+    "A track changed while the request was handled; reload it and decide again.",
+)
+REQUEST_DECIDED = ProblemType(
+    409,
+    "disclosure-request-decided",
+    "Conflict with the current state",
+    "The request was already released by a new consent, or refused.",
+)
 disclosure_requests = APIRouter(prefix="/disclosure-requests", tags=["disclosure-requests"])
 
 
@@ -45,7 +97,13 @@ IdempotencyKey = Annotated[
 ]
 
 
-@router.post("", status_code=201, response_model=ReferralPublic)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ReferralPublic,
+    # The consent service and intake are asked while the referral is made.
+    responses=problems(404, CONSENT_MISSING, CONSENT_WITHDRAWN, CALL_UNAVAILABLE, CALL_FAILED),
+)
 def create_referral(
     body: ReferralCreate,
     response: Response,
@@ -74,7 +132,7 @@ def create_referral(
 def list_referrals(
     session: SessionDep,
     principal: NgoCaseworker,
-    client_ref: Annotated[str, Query(min_length=1, max_length=64)],
+    client_ref: ClientRefQuery,
     page: PageDep,
 ):
     """List your organisation's referrals of one client, newest first."""
@@ -84,23 +142,27 @@ def list_referrals(
     return ReferralsPublic(data=rows, count=count)
 
 
-@router.get("/{referral_id}", response_model=ReferralPublic)
-def read_referral(referral_id: uuid.UUID, session: SessionDep, principal: NgoCaseworker):
+@router.get("/{referral_id}", response_model=ReferralPublic, responses=problems(404))
+def read_referral(referral_id: ReferralId, session: SessionDep, principal: NgoCaseworker):
     """Read one referral of your organisation and the status of its tracks."""
     return service.read_referral(session, principal=principal, referral_id=referral_id)
 
 
-@router.post("/{referral_id}/cancel", response_model=ReferralPublic)
+@router.post(
+    "/{referral_id}/cancel",
+    response_model=ReferralPublic,
+    responses=problems(404, REFERRAL_CLOSED, TRACK_CHANGED),
+)
 def cancel_referral(
-    referral_id: uuid.UUID, body: ReferralCancel, session: SessionDep, principal: NgoCaseworker
+    referral_id: ReferralId, body: ReferralCancel, session: SessionDep, principal: NgoCaseworker
 ):
     """Cancel every open track of a referral of your organisation (the note stays here)."""
     return service.cancel_referral(session, principal=principal, referral_id=referral_id, body=body)
 
 
-@router.get("/{referral_id}/access-log", response_model=AccessLogPublic)
+@router.get("/{referral_id}/access-log", response_model=AccessLogPublic, responses=problems(404))
 def read_access_log(
-    referral_id: uuid.UUID, session: SessionDep, principal: NgoCaseworker, page: PageDep
+    referral_id: ReferralId, session: SessionDep, principal: NgoCaseworker, page: PageDep
 ):
     """Who in the second line read which categories of this referral's data, and when (by
     role, agency and office, never by name): what you can show the person."""
@@ -115,7 +177,10 @@ def list_disclosure_requests(
     session: SessionDep,
     principal: NgoCaseworker,
     page: PageDep,
-    status: DisclosureRequestStatus | None = None,
+    status: Annotated[
+        DisclosureRequestStatus | None,
+        Query(description="Only the requests in this status; all of them if left out."),
+    ] = None,
 ):
     """List zone B's requests for more categories of your organisation's clients, newest first."""
     rows, count = service.list_disclosure_requests(
@@ -124,9 +189,13 @@ def list_disclosure_requests(
     return DisclosureRequestsPublic(data=rows, count=count)
 
 
-@disclosure_requests.post("/{request_id}/refuse", response_model=DisclosureRequestPublic)
+@disclosure_requests.post(
+    "/{request_id}/refuse",
+    response_model=DisclosureRequestPublic,
+    responses=problems(404, REQUEST_DECIDED, TRACK_CHANGED),
+)
 def refuse_disclosure_request(
-    request_id: uuid.UUID, body: DisclosureRefuse, session: SessionDep, principal: NgoCaseworker
+    request_id: RequestId, body: DisclosureRefuse, session: SessionDep, principal: NgoCaseworker
 ):
     """Refuse a pending request (the client does not consent); the case worker sees it refused."""
     return service.refuse_disclosure_request(
