@@ -125,11 +125,21 @@ def make_database_url(
     On Postgres the URL connects as `service_role(name)`, which owns the database; CONNECT is
     revoked from PUBLIC, so no other service's role can open it (tests/firewall/test_databases.py).
     """
+    with database_factory(postgres_admin_url, tmp_path) as make:
+        yield make
+
+
+@contextlib.contextmanager
+def database_factory(
+    postgres_admin_url: str | None, directory: Path
+) -> Iterator[Callable[[str], str]]:
+    """`make_database_url` for any scope: SQLite files in `directory`, or Postgres databases
+    that are dropped when the block ends."""
     created: list[str] = []
 
     def make(name: str) -> str:
         if postgres_admin_url is None:
-            return f"sqlite:///{tmp_path / (name + '.db')}"
+            return f"sqlite:///{directory / (name + '.db')}"
         database = f"t_{name.replace('-', '_')}_{uuid.uuid4().hex[:10]}"
         role = service_role(name)
         admin = create_engine(_psycopg(postgres_admin_url), isolation_level="AUTOCOMMIT")
@@ -145,13 +155,15 @@ def make_database_url(
             .render_as_string(hide_password=False)
         )
 
-    yield make
-    if postgres_admin_url is not None and created:
-        admin = create_engine(_psycopg(postgres_admin_url), isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            for database in created:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
+    try:
+        yield make
+    finally:
+        if postgres_admin_url is not None and created:
+            admin = create_engine(_psycopg(postgres_admin_url), isolation_level="AUTOCOMMIT")
+            with admin.connect() as connection:
+                for database in created:
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            admin.dispose()
 
 
 def _psycopg(url: str) -> str:
@@ -179,14 +191,25 @@ def nats_server(
     tmp_path: Path, nats_passwords: dict[str, str], nats_server_env: dict[str, str]
 ) -> Iterator[NatsServer]:
     """A fresh nats-server with the project's config, streams and consumers provisioned."""
+    with nats_server_running(tmp_path / "nats", nats_passwords, nats_server_env) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def nats_server_running(
+    store_dir: Path, passwords: dict[str, str], env: dict[str, str]
+) -> Iterator[NatsServer]:
+    """`nats_server` for any scope: started and provisioned, stopped when the block ends."""
     import asyncio
 
-    server = NatsServer(store_dir=tmp_path / "nats", passwords=nats_passwords)
-    server._env.update(nats_server_env)
+    server = NatsServer(store_dir=store_dir, passwords=passwords)
+    server._env.update(env)
     server.start()
-    asyncio.run(server.provision())
-    yield server
-    server.stop()
+    try:
+        asyncio.run(server.provision())
+        yield server
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------- services
@@ -199,25 +222,44 @@ def service_settings(
     """Factory: a service's Settings with a fresh database, the test issuer, and NATS if running."""
 
     def make(settings_cls: type, name: str, **overrides: Any) -> Any:
-        values: dict[str, Any] = {
-            "database_url": make_database_url(name),
-            "auth_jwks_url": str(issuer.jwks_path),
-            "auth_issuer": DEFAULT_ISSUER,
-            "auth_audience": DEFAULT_AUDIENCE,
-            "outbox_poll_seconds": 0.2,
-        }
-        if "nats_server" in request.fixturenames:
-            server: NatsServer = request.getfixturevalue("nats_server")
-            values["nats_url"] = server.url
-            user = settings_cls.model_fields["nats_user"].default
-            if user in server.passwords:
-                values["nats_password"] = server.passwords[user]
-        else:
-            values["nats_enabled"] = False
-        values.update(overrides)
-        return settings_cls(**values)
+        running_nats = "nats_server" in request.fixturenames
+        server = request.getfixturevalue("nats_server") if running_nats else None
+        return settings_for_test(
+            settings_cls,
+            issuer=issuer,
+            database_url=make_database_url(name),
+            nats_server=server,
+            **overrides,
+        )
 
     return make
+
+
+def settings_for_test(
+    settings_cls: type,
+    *,
+    issuer: Issuer,
+    database_url: str,
+    nats_server: NatsServer | None,
+    **overrides: Any,
+) -> Any:
+    """A service's Settings for a test: its database, the test issuer, and NATS if one runs."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "auth_jwks_url": str(issuer.jwks_path),
+        "auth_issuer": DEFAULT_ISSUER,
+        "auth_audience": DEFAULT_AUDIENCE,
+        "outbox_poll_seconds": 0.2,
+    }
+    if nats_server is not None:
+        values["nats_url"] = nats_server.url
+        user = settings_cls.model_fields["nats_user"].default
+        if user in nats_server.passwords:
+            values["nats_password"] = nats_server.passwords[user]
+    else:
+        values["nats_enabled"] = False
+    values.update(overrides)
+    return settings_cls(**values)
 
 
 @contextlib.contextmanager
