@@ -2,9 +2,10 @@
 
 Every integer a caller sends towards a query is bounded here, once: a list route's `offset` and
 `limit`, and the audit log's entry indexes and tree sizes. Unbounded, a huge value passes
-validation and fails in the database (SQLite and Postgres integers hold 64 bits) as a 500; bounded,
-it is a 422 like any other bad input. The bound is the largest integer every JSON parser reads
-exactly, far past the end of any list, where a page is simply empty.
+validation and fails in the database as a 500 (SQLite holds 64 bits; a Postgres INTEGER column,
+such as the audit log's index, 32); bounded, it is a 422 like any other bad input. The bound is
+the largest value of a database INTEGER, far past the end of any list, where a page is simply
+empty.
 """
 
 from dataclasses import dataclass
@@ -14,8 +15,9 @@ import annotated_types
 from fastapi import Depends, Query
 from pydantic import Field
 
-# 2**53 - 1: exact in every JSON parser (IEEE-754 doubles), and in every database's integers.
-MAX_POSITION = 2**53 - 1
+# 2**31 - 1: what a database INTEGER column holds, on SQLite and Postgres alike (positions are
+# compared with such columns: the audit log's `index`).
+MAX_POSITION = 2**31 - 1
 MAX_PAGE = 200
 
 # A position in a list or log: 0 is the first item.

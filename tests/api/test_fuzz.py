@@ -82,7 +82,7 @@ SEEDED: dict[str, dict[tuple[ParameterLocation, str], str]] = {
 
 # Integers at the edges of what JSON, SQLite and Postgres hold, mixed into every integer a case
 # sends: valid ones must be answered, invalid ones refused, none may reach the database unbounded.
-EXTREME_INTEGERS = [2**53 - 1, 2**53, 2**31, 2**63 - 1, 2**63, 2**64, 10**30, -(2**63) - 1]
+EXTREME_INTEGERS = [2**31 - 1, 2**31, 2**53, 2**63 - 1, 2**63, 2**64, 10**30, -(2**63) - 1]
 
 CONFIG = schemathesis.Config.from_dict(
     {
