@@ -8,8 +8,9 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
 OUTBOX_DIRTY = "twoline.outbox_dirty"
 
@@ -72,6 +73,23 @@ def create_db_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+def insert_or_ignore(session: Session, row: SQLModel) -> bool:
+    """Insert `row` unless a row with its primary key exists; True if this call inserted it.
+
+    For facts that two writers may record at once (a consumer and a request both learning that a
+    client exists): the loser of the race changes nothing instead of failing on the key. On
+    Postgres a concurrent insert of the same key waits for the other transaction, then skips.
+    """
+    table = type(row).__table__  # type: ignore[attr-defined]
+    values = {
+        c.name: getattr(row, c.name) for c in table.columns if getattr(row, c.name) is not None
+    }
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(**values).on_conflict_do_nothing()
+    return session.execute(statement).rowcount == 1  # type: ignore[attr-defined]
 
 
 def session_scope(engine: Engine, after_commit: Callable[[Session], None] | None = None):

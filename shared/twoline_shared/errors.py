@@ -74,6 +74,14 @@ class Conflict(ServiceError):
 class Unavailable(ServiceError):
     status, slug, title = 503, "unavailable", "A dependency is not available"
 
+    # A dependency that does not answer now is asked again on the next request: a caller may
+    # retry after this many seconds (RFC 9110 Retry-After). Nothing was stored (fail closed).
+    retry_after_seconds = 1
+
+    def __init__(self, detail: str | None = None, **extensions: Any):
+        super().__init__(detail, **extensions)
+        self.headers = {"Retry-After": str(self.retry_after_seconds)}
+
 
 _HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),

@@ -1,6 +1,9 @@
 """Schema migrations per service (Alembic), applied at start-up under a lock."""
 
+import contextlib
+import fcntl
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command, context
@@ -12,17 +15,32 @@ from sqlalchemy.engine import Engine
 def upgrade(engine: Engine, script_location: str | Path) -> None:
     """Bring the service's database to the newest revision.
 
-    On Postgres a transaction-scoped advisory lock makes replicas that start together migrate one
-    after the other instead of racing on the same DDL.
+    Replicas that start together migrate one after the other instead of racing on the same DDL:
+    on Postgres under a transaction-scoped advisory lock, on SQLite (one machine, one file)
+    under an exclusive lock on a file beside the database.
     """
     config = Config()
     config.set_main_option("script_location", str(script_location))
-    with engine.begin() as connection:
+    with _sqlite_file_lock(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             key = zlib.crc32(str(script_location).encode())
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -83,3 +101,22 @@ def create_kernel_tables() -> None:
         sa.Column("error", sa.String(255), nullable=False),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     )
+
+
+def create_idempotency_table() -> None:
+    """Create the table of `Idempotency-Key`s (twoline_shared.idempotency); every service's
+    migrations call it once."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.create_table(
+        "idempotency_key",
+        sa.Column("scope", sa.String(220), primary_key=True),
+        sa.Column("key_hash", sa.String(64), primary_key=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=False),
+        sa.Column("resource_id", sa.String(255), nullable=False),
+        sa.Column("location", sa.String(500), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_idempotency_key_created_at", "idempotency_key", ["created_at"])

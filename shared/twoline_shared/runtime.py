@@ -247,7 +247,11 @@ async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
     if all(checks.values()):
         return {"status": "ready", "checks": checks}
     failing = ", ".join(name for name, ok in checks.items() if not ok)
-    return problem(503, "not-ready", "Not ready", f"Not ready: {failing}.", request, checks=checks)
+    response = problem(
+        503, "not-ready", "Not ready", f"Not ready: {failing}.", request, checks=checks
+    )
+    response.headers["Retry-After"] = str(Unavailable.retry_after_seconds)
+    return response
 
 
 def _skip_health(scope: Any) -> bool:

@@ -1,0 +1,23 @@
+"""Idempotency-Key records of creating requests (twoline_shared.idempotency): safe retries.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-04
+"""
+
+from twoline_shared.migrations import create_idempotency_table
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_idempotency_table()
+
+
+def downgrade() -> None:
+    from alembic import op
+
+    op.drop_table("idempotency_key")
