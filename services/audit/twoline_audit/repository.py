@@ -32,6 +32,20 @@ class StoredEntry:
     leaf_hash: str
 
 
+# Any constant: the lock only orders the appends of this service's own database.
+_APPEND_LOCK = 0x7A0D17
+
+
+def hold_the_head(session: Session) -> None:
+    """Hold the log's head until commit, so replicas append one after the other instead of
+    computing the same next index and failing on it (Postgres: a transaction advisory lock;
+    SQLite: the database's write lock, taken by a write that changes nothing)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK})
+    else:
+        session.execute(sa.text('UPDATE audit_entry SET "index" = "index" WHERE 0 = 1'))
+
+
 def last_entry(session: Session) -> AuditEntry | None:
     return session.exec(
         select(AuditEntry).order_by(AuditEntry.index.desc()).limit(1)  # type: ignore[attr-defined]

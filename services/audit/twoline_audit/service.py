@@ -30,11 +30,12 @@ from twoline_shared.events import Event
 def append(session: Session, *, event: Event) -> AuditEntry:
     """Append one audit record after the current head, in the caller's transaction.
 
-    The head is read in the same transaction that inserts the next index. Two replicas appending
-    at once compute the same index; the unique index makes the second insert fail, its
-    transaction rolls back, and the kernel's consumer redelivers that event, which is then
-    appended after the new head. Only one replica wins each index, so the chain stays linear.
+    The head is held from before it is read until commit (`hold_the_head`), so replicas append
+    one after the other. Should two ever compute the same index, the unique index makes the
+    second insert fail, its transaction rolls back, and the kernel's consumer redelivers that
+    event, appended after the new head: only one replica wins each index, the chain stays linear.
     """
+    repository.hold_the_head(session)
     last = repository.last_entry(session)
     index = last.index + 1 if last is not None else 0
     prev_hash = last.entry_hash if last is not None else domain.GENESIS
