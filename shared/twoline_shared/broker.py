@@ -87,9 +87,8 @@ STREAMS = (
 
 CONSUMERS = (
     ConsumerSpec("FIRSTLINE", "FIRSTLINE", "consent", ("firstline.intake.>",)),
-    ConsumerSpec(
-        "FIRSTLINE", "FIRSTLINE", "referral", ("firstline.intake.>", "firstline.consent.>")
-    ),
+    # The bridge follows consents only: whether a client exists it asks when it decides.
+    ConsumerSpec("FIRSTLINE", "FIRSTLINE", "referral", ("firstline.consent.>",)),
     ConsumerSpec("SECONDLINE", "SECONDLINE", "case-resolution", ("secondline.referral.>",)),
     ConsumerSpec("SECONDLINE", "SECONDLINE", "referral", ("secondline.case.>",)),
     ConsumerSpec("AUDIT", "AUDIT", "audit", ("audit.>",)),

@@ -30,17 +30,15 @@ class Story:
         )
         assert created.status_code == 201, created.text
         self.client_ref = created.json()["client_ref"]
-        self.consents = {
-            agency: eventually(lambda a=agency: self._grant(a, purposes), "consent to know them")
-            for agency in AGENCY_OF.values()
-        }
-        self.referral_id = eventually(self._refer, "the bridge to see both consents")["referral_id"]
+        # No pause between the steps: each service reads the writes of the one before.
+        self.consents = {agency: self._grant(agency, purposes) for agency in AGENCY_OF.values()}
+        self.referral_id = self._refer()["referral_id"]
         self.case_ids = {
             track: eventually(lambda t=track: self._accept_queued(t), f"the {track} queue")
             for track in AGENCY_OF
         }
 
-    def _grant(self, agency: str, purposes: list[str]) -> str | None:
+    def _grant(self, agency: str, purposes: list[str]) -> str:
         response = self.stack["consent"].post(
             "/v1/consents",
             headers=self.ngo,
@@ -55,15 +53,17 @@ class Story:
                 "information_version": "2026-01",
             },
         )
-        return response.json()["consent_id"] if response.status_code == 201 else None
+        assert response.status_code == 201, response.text
+        return response.json()["consent_id"]
 
-    def _refer(self) -> dict[str, Any] | None:
+    def _refer(self) -> dict[str, Any]:
         response = self.stack["referral"].post(
             "/v1/referrals",
             json={"client_ref": self.client_ref, "tracks": list(AGENCY_OF)},
             headers=self.ngo,
         )
-        return response.json() if response.status_code == 201 else None
+        assert response.status_code == 201, response.text
+        return response.json()
 
     def _accept_queued(self, track: str) -> str | None:
         response = self.stack["case"].get("/v1/queue", headers=self.performer[track])

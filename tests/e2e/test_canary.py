@@ -84,17 +84,15 @@ def test_canaries_reach_only_the_authorised_caseworker_and_vanish_on_withdrawal(
                 "information_version": "2026-11",
             },
         )
-        return response.json() if response.status_code == 201 else None
+        assert response.status_code == 201, response.text
+        return response.json()
 
-    consent = eventually(grant, "consent to know the client")
-
-    def refer():
-        response = stack["referral"].post(
-            "/v1/referrals", json={"client_ref": client_ref, "tracks": ["legal_stay"]}, headers=ngo
-        )
-        return response.json() if response.status_code == 201 else None
-
-    referral = eventually(refer, "the bridge to know the consent")
+    consent = grant()
+    referred = stack["referral"].post(
+        "/v1/referrals", json={"client_ref": client_ref, "tracks": ["legal_stay"]}, headers=ngo
+    )
+    assert referred.status_code == 201, referred.text
+    referral = referred.json()
 
     def queued():
         response = stack["case"].get("/v1/queue", headers=coach)

@@ -110,7 +110,7 @@ def test_dual_track_story_from_registration_to_outcome(stack, issuer, nats_serve
     )
     assert contact.status_code == 201, contact.text
 
-    def grant(recipient: str, purposes: list[str], categories: list[str]) -> dict | None:
+    def grant(recipient: str, purposes: list[str], categories: list[str]) -> dict:
         response = consent.post(
             "/v1/consents",
             headers=ngo,
@@ -125,27 +125,23 @@ def test_dual_track_story_from_registration_to_outcome(stack, issuer, nats_serve
                 "information_version": "2026-11",
             },
         )
-        return response.json() if response.status_code == 201 else None
+        assert response.status_code == 201, response.text
+        return response.json()
 
-    icam_consent = eventually(
-        lambda: grant("immigration_office", ["referral", "feedback"], ICAM_CATEGORIES),
-        "consent to know the client",
-    )
+    # At once, as the NGO's case-management system does: no pause after the registration.
+    icam_consent = grant("immigration_office", ["referral", "feedback"], ICAM_CATEGORIES)
     fedasil_consent = grant("fedasil", ["referral"], FEDASIL_CATEGORIES)
     assert icam_consent["status"] == fedasil_consent["status"] == "active"
 
-    # ---- the NGO refers for both tracks (idempotently)
+    # ---- the NGO refers for both tracks (idempotently), right after the consents
     key = {"Idempotency-Key": f"story-{uuid.uuid4().hex}"}
     body = {"client_ref": client_ref, "tracks": ["legal_stay", "return"], "note": c["case_notes"]}
-
-    def refer():
-        response = referral.post("/v1/referrals", json=body, headers={**ngo, **key})
-        return response if response.status_code in (200, 201) else None
-
-    first = eventually(refer, "the bridge to learn both consents")
-    assert first.status_code == 201
+    first = referral.post("/v1/referrals", json=body, headers={**ngo, **key})
+    assert first.status_code == 201, first.text
+    assert first.headers["location"] == f"/v1/referrals/{first.json()['referral_id']}"
+    # Its answer lost, the NGO's system sends it again: the same referral, nothing routed twice.
     replay = referral.post("/v1/referrals", json=body, headers={**ngo, **key})
-    assert replay.status_code == 200
+    assert (replay.status_code, replay.headers["idempotent-replayed"]) == (201, "true")
     assert replay.json()["referral_id"] == first.json()["referral_id"]
     referral_id = first.json()["referral_id"]
     tracks = {t["track"]: t for t in first.json()["tracks"]}
@@ -350,13 +346,10 @@ def test_a_referral_without_consent_reaches_no_queue(stack, issuer, nats_server)
     created = stack["intake"].post("/v1/clients", json={"display_name": "X"}, headers=ngo)
     client_ref = created.json()["client_ref"]
 
-    def refused():
-        response = stack["referral"].post(
-            "/v1/referrals", json={"client_ref": client_ref, "tracks": ["legal_stay"]}, headers=ngo
-        )
-        return response if response.status_code == 422 else None
-
-    body = assert_problem(eventually(refused, "the bridge to know the client"), 422)
+    refused = stack["referral"].post(
+        "/v1/referrals", json={"client_ref": client_ref, "tracks": ["legal_stay"]}, headers=ngo
+    )
+    body = assert_problem(refused, 422, "consent-missing")
     assert body["missing_consent"] == ["immigration_office"]
     assert stack["case"].get("/v1/queue", headers=coach).json() == {"data": [], "count": 0}
     listed = stack["referral"].get(f"/v1/referrals?client_ref={client_ref}", headers=ngo)

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import eventually
 from tests.e2e.stories import Story
 
 pytestmark = pytest.mark.nats
@@ -69,10 +68,7 @@ def test_under_joint_review_coach_and_counsellor_see_each_others_track(stack, is
         f"/v1/consents/{story.consents['fedasil']}/withdraw", headers=story.ngo
     )
     assert withdrawn.status_code == 200, withdrawn.text
-    eventually(
-        lambda: _shown(story.read("legal_stay")) == ("not_consented", []) or None,
-        "the bridge to hear of the withdrawal",
-    )
+    assert _shown(story.read("legal_stay")) == ("not_consented", [])
     assert _shown(story.read("return")) == ("not_consented", [])
 
 

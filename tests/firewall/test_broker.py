@@ -62,7 +62,11 @@ DENIED_WAIT = 0.5  # a denied request is dropped by the server: the requester on
 SETTLE = 0.1  # time for a message that did get through to reach a subscriber
 
 # Who answers which calls (request/reply on `svc.*`) while the module runs.
-RESPONDERS = {"svc.intake.>": "intake", "svc.referral.>": "referral-sl"}
+RESPONDERS = {
+    "svc.intake.>": "intake",
+    "svc.consent.>": "consent",
+    "svc.referral.>": "referral-sl",
+}
 
 
 # ---------------------------------------------------------------- the matrix
@@ -134,6 +138,9 @@ DENIED_SUBSCRIBE = [
     ("intake", ">", "consent", "firstline.consent.consent.granted"),
     ("consent", "firstline.intake.>", "intake", "firstline.intake.client.registered"),
     ("consent", "svc.intake.>", "referral-fl", "svc.intake.disclosure"),  # pose as intake
+    ("intake", "svc.consent.>", "referral-fl", "svc.consent.active"),  # pose as consent
+    ("referral-fl", "svc.consent.>", "referral-fl", "svc.consent.status"),  # answer itself
+    ("referral-fl", "svc.intake.>", "consent", "svc.intake.client"),  # pose as intake
     ("consent", "secondline.>", "referral-sl", "secondline.referral.track.routed"),
     ("consent", "_INBOX_referral_fl.>", None, None),  # where disclosure replies arrive
     ("referral-fl", "firstline.>", "intake", "firstline.intake.client.registered"),
@@ -180,8 +187,18 @@ DENIED_REQUEST = [
     ("intake", "$JS.API.CONSUMER.MSG.NEXT.FIRSTLINE.referral"),
     ("intake", "$JS.API.STREAM.NAMES"),
     ("intake", "svc.intake.disclosure"),  # it answers; it does not ask
-    ("consent", "svc.intake.disclosure"),  # only the bridge may ask intake
+    ("consent", "svc.intake.disclosure"),  # only the bridge may ask for a package
     ("consent", "svc.referral.disclosure-key"),
+    ("consent", "svc.consent.active"),  # it answers; it does not ask
+    ("intake", "svc.consent.active"),  # only the bridge asks which consents are active
+    ("intake", "svc.consent.status"),
+    ("intake", "svc.intake.client"),
+    ("referral-fl", "svc.intake.client"),  # the bridge asks the consent service instead
+    ("referral-fl", "svc.consent.grant"),  # of the consent service's calls, only the two
+    ("case-resolution", "svc.consent.active"),
+    ("case-resolution", "svc.consent.status"),
+    ("referral-sl", "svc.consent.status"),  # zone B's account has no consent call at all
+    ("audit", "svc.consent.active"),
     ("consent", "$JS.API.CONSUMER.MSG.NEXT.FIRSTLINE.referral"),
     ("consent", "$JS.API.CONSUMER.INFO.FIRSTLINE.consent"),
     ("consent", "$JS.API.STREAM.MSG.GET.FIRSTLINE"),
@@ -227,7 +244,6 @@ ALLOWED_PUBLISH = [
 # (user, stream, durable, publisher, subject): what `publisher` sends, `user` fetches and acks.
 ALLOWED_FETCH = [
     ("consent", "FIRSTLINE", "consent", "intake", "firstline.intake.client.registered"),
-    ("referral-fl", "FIRSTLINE", "referral", "intake", "firstline.intake.client.registered"),
     ("referral-fl", "FIRSTLINE", "referral", "consent", "firstline.consent.consent.granted"),
     ("case-resolution", "SECONDLINE", "case-resolution", "referral-sl", "secondline.referral.x"),
     ("referral-sl", "SECONDLINE", "referral", "case-resolution", "secondline.case.track.x"),
@@ -238,6 +254,9 @@ ALLOWED_FETCH = [
 # (user, subject): calls the user may make, answered by RESPONDERS.
 ALLOWED_CALL = [
     ("referral-fl", "svc.intake.disclosure"),
+    ("referral-fl", "svc.consent.active"),
+    ("referral-fl", "svc.consent.status"),
+    ("consent", "svc.intake.client"),
     ("case-resolution", "svc.referral.disclosure-key"),
     ("case-resolution", "svc.referral.joint-review"),
 ]
@@ -624,6 +643,9 @@ async def test_a_jetstream_reply_cannot_be_steered_onto_another_services_subject
 # (responder, call subject, caller, a stream subject the caller may not publish).
 STEERED_CALL_REPLIES = [
     ("intake", "svc.intake.disclosure", "referral-fl", "firstline.consent.consent.steered"),
+    ("intake", "svc.intake.client", "consent", "firstline.intake.client.steered"),
+    ("consent", "svc.consent.active", "referral-fl", "firstline.consent.consent.steered"),
+    ("consent", "svc.consent.status", "referral-fl", "audit.consent.consent.steered"),
     ("intake", "svc.intake.disclosure", "referral-fl", "audit.intake.disclosure.steered"),
     (
         "referral-sl",

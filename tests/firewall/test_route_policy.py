@@ -33,7 +33,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from tests.conftest import Issuer, assert_problem, running
 from twoline.devissuer import DEFAULT_AUDIENCE, DEFAULT_ISSUER, issue
@@ -45,30 +45,41 @@ from twoline_case_resolution import policy as case_policy
 from twoline_case_resolution import service as case_service
 from twoline_case_resolution.app import create_app as case_app
 from twoline_case_resolution.config import Settings as CaseSettings
-from twoline_case_resolution.models import Case, TrackRouted
+from twoline_case_resolution.models import (
+    Case,
+    DecisionCreate,
+    DisclosureRequestCreate,
+    MoveReturnStep,
+    SessionCreate,
+    TrackRouted,
+)
 from twoline_consent import policy as consent_policy
 from twoline_consent import service as consent_service
 from twoline_consent.app import create_app as consent_app
 from twoline_consent.config import Settings as ConsentSettings
 from twoline_consent.models import ClientRegistered as ConsentClientRegistered
 from twoline_consent.models import ConsentCreate
+from twoline_consent.routes import get_client_check
 from twoline_intake import policy as intake_policy
 from twoline_intake import service as intake_service
 from twoline_intake.app import create_app as intake_app
 from twoline_intake.config import Settings as IntakeSettings
 from twoline_intake.domain import disclosure_package
-from twoline_intake.models import ClientCreate
+from twoline_intake.models import ClientCreate, ContactCreate
 from twoline_referral import policy as referral_policy
 from twoline_referral import service as referral_service
 from twoline_referral.app import create_app as referral_app
 from twoline_referral.config import Settings as ReferralSettings
+from twoline_referral.consents import ConsentSource
 from twoline_referral.models import (
-    ClientRegistered,
+    ConsentFacts,
     ConsentGranted,
+    ConsentsAnswer,
+    ConsentView,
     DisclosureRequested,
     ReferralCreate,
 )
-from twoline_referral.routes import get_disclosure_fetcher
+from twoline_referral.routes import get_consent_source, get_disclosure_fetcher
 from twoline_shared.auth import Principal, Role
 from twoline_shared.codes import TRACK_AGENCY, Agency, DataCategory, TaskStatus, Track
 from twoline_shared.db import normalise_url
@@ -204,12 +215,53 @@ class IntakeStandIn:
         return disclosure_package(RECORD, [DataCategory(c) for c in categories])
 
 
+class ConsentStandIn:
+    """Answers the bridge's `svc.consent.*` calls in-process from the consents the world seeded
+    into the bridge's projection (they are the consent service's own, recorded at once)."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+
+    def _facts(self) -> list[ConsentFacts]:
+        with Session(self.engine) as session:
+            rows = session.exec(select(ConsentView)).all()
+        return [ConsentFacts.model_validate(row.model_dump(exclude={"updated_at"})) for row in rows]
+
+    def active(self, client_ref: str, org: str) -> ConsentsAnswer:
+        facts = [f for f in self._facts() if (f.client_ref, f.org) == (client_ref, org)]
+        return ConsentsAnswer(
+            checked_at=datetime.now(UTC),
+            client_known=bool(facts),
+            consents=[f for f in facts if f.status == "active"],
+        )
+
+    def status(self, consent_ids: list[str]) -> ConsentsAnswer:
+        facts = [f for f in self._facts() if f.consent_id in consent_ids]
+        return ConsentsAnswer(checked_at=datetime.now(UTC), consents=facts)
+
+    @property
+    def source(self) -> ConsentSource:
+        return ConsentSource(active=self.active, status=self.status)
+
+
+def _intake_holds_nothing(client_ref: str, org: str) -> bool:
+    """The consent service's `svc.intake.client` stand-in: seeds reach its projection directly."""
+    return False
+
+
 class World:
     """The five running apps on their own databases, and seeds owned by one NGO or one office."""
 
-    def __init__(self, clients: dict[str, TestClient], intake: IntakeStandIn, issuer: Issuer):
+    def __init__(
+        self,
+        clients: dict[str, TestClient],
+        intake: IntakeStandIn,
+        consents: ConsentStandIn,
+        issuer: Issuer,
+    ):
         self.clients = clients
         self.intake = intake
+        self.consents = consents
         self.issuer = issuer
         self.foreign_key = RSAKey.generate_key(2048, parameters={"kid": issuer.key.kid})
         self.tables = {name: inspect(self.engine(name)).get_table_names() for name in clients}
@@ -233,6 +285,17 @@ class World:
             )
         return client.client_ref
 
+    def contact(self) -> tuple[str, str]:
+        client_ref = self.intake_client()
+        with self.session("intake") as session:
+            contact = intake_service.log_contact(
+                session,
+                principal=SEED_CASEWORKER,
+                client_ref=client_ref,
+                data=ContactCreate(kind="inform", topics=["shelter"], date=date.today()),
+            )
+        return client_ref, str(contact.id)
+
     def consent_client(self) -> str:
         client_ref = _client_ref()
         with self.session("consent") as session:
@@ -245,7 +308,10 @@ class World:
         client_ref = self.consent_client()
         with self.session("consent") as session:
             consent = consent_service.grant_consent(
-                session, principal=SEED_CASEWORKER, data=ConsentCreate(**consent_body(client_ref))
+                session,
+                principal=SEED_CASEWORKER,
+                data=ConsentCreate(**consent_body(client_ref)),
+                confirm=_intake_holds_nothing,
             )
         return client_ref, str(consent.consent_id)
 
@@ -254,9 +320,6 @@ class World:
         client_ref = _client_ref()
         now = datetime.now(UTC)
         with self.session("referral") as session:
-            referral_service.record_client(
-                session, data=ClientRegistered(client_ref=client_ref, org=GHENT)
-            )
             for agency in Agency:
                 referral_service.record_consent_granted(
                     session,
@@ -271,6 +334,7 @@ class World:
                         valid_until=now + timedelta(days=365),
                     ),
                     fetch_disclosure=self.intake.fetch,
+                    consents=self.consents.source,
                 )
         return client_ref
 
@@ -278,14 +342,14 @@ class World:
         client_ref = self.referable_client()
         settings = self.clients["referral"].app.state.runtime.settings
         with self.session("referral") as session:
-            referral, _ = referral_service.create_referral(
+            referral = referral_service.create_referral(
                 session,
                 principal=SEED_CASEWORKER,
                 body=ReferralCreate(client_ref=client_ref, tracks=[Track.LEGAL_STAY, Track.RETURN]),
-                idempotency_key=None,
                 offices=settings.routing_offices,
                 default_office=settings.routing_default_office,
                 fetch_disclosure=self.intake.fetch,
+                consents=self.consents.source,
             )
         return client_ref, str(referral.referral_id)
 
@@ -493,6 +557,12 @@ def _log_contact(w: World) -> Call:
     return _on_client(w, json={"kind": "inform", "topics": ["shelter"], "date": today()})
 
 
+@recipe("intake", "GET", "/v1/clients/{client_ref}/contacts/{contact_id}")
+def _read_contact(w: World) -> Call:
+    client_ref, contact_id = w.contact()
+    return Call(path={"client_ref": client_ref, "contact_id": contact_id}, owner=OWNER_ORG)
+
+
 @recipe("consent", "POST", "/v1/consents")
 def _grant_consent(w: World) -> Call:
     return Call(json=consent_body(w.consent_client()), owner=OWNER_ORG)
@@ -600,6 +670,51 @@ RECIPES.update(
 )
 
 
+def _work(w: World, on: Track, record: Callable[..., Any], key: str, **body: Any) -> Call:
+    """A call naming one row of track work on an accepted case, recorded by its performer."""
+    call = w.case_call(on, accepted=True)
+    with w.session("case-resolution") as session:
+        case = session.get(Case, uuid.UUID(call.path["case_id"]))
+        row = record(session, principal=SEED_PERFORMER[on], case=case, **body)
+    row_id = getattr(row, "request_id", None) or row.id
+    return _with_path(call, **{key: str(row_id)})
+
+
+RECIPES.update(
+    {
+        ("case-resolution", "GET", TRACKS + "/steps/{step_id}"): lambda w: _work(
+            w,
+            RETURN,
+            case_service.move_return_step,
+            "step_id",
+            track=RETURN,
+            body=MoveReturnStep(step="informing"),
+        ),
+        ("case-resolution", "GET", CASES + "/sessions/{session_id}"): lambda w: _work(
+            w,
+            Track.LEGAL_STAY,
+            case_service.record_session,
+            "session_id",
+            body=SessionCreate(date=date.today(), mode="in_person", interpreter=False),
+        ),
+        ("case-resolution", "GET", CASES + "/decisions/{decision_id}"): lambda w: _work(
+            w,
+            Track.LEGAL_STAY,
+            case_service.record_decision,
+            "decision_id",
+            body=DecisionCreate(decision="undecided", date=date.today()),
+        ),
+        ("case-resolution", "GET", CASES + "/disclosure-requests/{request_id}"): lambda w: _work(
+            w,
+            Track.LEGAL_STAY,
+            case_service.request_disclosure,
+            "request_id",
+            body=DisclosureRequestCreate(categories=["identity"], reason="identity_verification"),
+        ),
+    }
+)
+
+
 def _audit_entry(w: World) -> int:
     """One more record in the audit log; its index."""
     event = new_event(source="twoline/matrix", type="audit.matrix.thing.read", action="read")
@@ -691,7 +806,7 @@ def world(
 ) -> Iterator[World]:
     """All five services, started once for the whole matrix, without NATS (nothing runs behind
     a request: the outbox stays as the request left it)."""
-    intake = IntakeStandIn()
+    intake, consents = IntakeStandIn(), ConsentStandIn()
     directory = tmp_path_factory.mktemp("route-policy")
     with (
         module_databases(postgres_admin_url, directory) as urls,
@@ -712,8 +827,12 @@ def world(
             )
             if name == "referral":
                 app.dependency_overrides[get_disclosure_fetcher] = lambda: intake.fetch
+                app.dependency_overrides[get_consent_source] = lambda: consents.source
+                consents.engine = app.state.runtime.engine
+            if name == "consent":
+                app.dependency_overrides[get_client_check] = lambda: _intake_holds_nothing
             clients[name] = stack.enter_context(running(app))
-        yield World(clients, intake, issuer)
+        yield World(clients, intake, consents, issuer)
 
 
 # ---------------------------------------------------------------- the policies themselves
@@ -878,3 +997,69 @@ def assert_answer(
             assert concrete not in json.dumps(record), where
     else:
         assert new == [], f"{where}: a {response.status_code} left an audit record"
+
+
+# ---------------------------------------------------------------- safe retries (Idempotency-Key)
+
+# Every POST of every service: a partner whose answer was lost sends it again.
+POSTS = [(name, key) for name in SERVICES for key in SERVED[name] if key[0] == "POST"]
+
+
+def _counts(world: World, name: str) -> dict[str, int]:
+    """Rows per table, but the outbox (a replay's read is audited like any read)."""
+    snapshot = world.snapshot(name)
+    return {table: len(rows) for table, rows in snapshot.items() if table != "outbox"}
+
+
+@pytest.mark.parametrize(
+    ("name", "key"), POSTS, ids=[f"{name}:{key[0]}:{key[1]}" for name, key in POSTS]
+)
+def test_every_post_sent_twice_with_one_idempotency_key_is_done_once(world, name, key):
+    """The retry gets the same status, Location and body (the resource as it is now), marked as
+    a replay, and changes no row; the same key on another request is a 422."""
+    access = declared(name)[key]
+    call = recipe_for(name, key, access)(world)
+    caller = _would_be_allowed(access, call.owner)
+    headers = {**world.headers(caller, access, call.owner), "Idempotency-Key": uuid.uuid4().hex}
+    method, path = key
+
+    def send(body: Any = call.json) -> Any:
+        return world.clients[name].request(
+            method, path.format(**call.path), json=body, params=call.params, headers=headers
+        )
+
+    first = send()
+    assert 200 <= first.status_code < 300, first.text
+    assert "idempotent-replayed" not in first.headers
+    if first.status_code == 201:
+        assert first.headers["location"].startswith("/v1/"), "a 201 names what it created"
+        read = world.clients[name].get(first.headers["location"], headers=headers)
+        assert read.status_code == 200, f"Location {first.headers['location']}: {read.text}"
+    after_first = _counts(world, name)
+
+    again = send()
+
+    assert again.status_code == first.status_code, again.text
+    assert again.headers.get("location") == first.headers.get("location")
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert _counts(world, name) == after_first, "the retry stored something"
+    # The same key on another valid request of the route (another seed, or another body).
+    other = recipe_for(name, key, access)(world)
+    if (other.path, other.json) == (call.path, call.json):
+        other.json = {**call.json, "display_name": "Another Client"}
+    before_reuse = _counts(world, name)
+    reused = world.clients[name].request(
+        method, path.format(**other.path), json=other.json, params=other.params, headers=headers
+    )
+    assert_problem(reused, 422, "idempotency-key-reused")
+    assert _counts(world, name) == before_reuse, "a refused reuse stored something"
+
+
+def test_every_post_route_takes_an_idempotency_key():
+    """Declared on the route, so it shows in the OpenAPI description too."""
+    for name, (method, path) in POSTS:
+        parameters = bare_app(name).openapi()["paths"][path][method.lower()].get("parameters", [])
+        assert "Idempotency-Key" in {p["name"] for p in parameters if p["in"] == "header"}, (
+            f"{name} {method} {path}"
+        )

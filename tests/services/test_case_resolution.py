@@ -2122,6 +2122,34 @@ SESSION = {
 }
 
 
+def test_created_work_is_read_back_at_its_location_and_only_in_its_own_case(cases, issuer):
+    """Every 201 names the row it created; that row is read there, and another case's path to
+    it is a 404 (the read is audited, by ids only)."""
+    _, case_id = case_in(cases, issuer, "in-progress")
+    _, other_case = case_in(cases, issuer, "in-progress")
+    created = {
+        "session": post_session(cases, issuer, case_id, {**SESSION, "note": "first talk"}),
+        "decision": post_decision(
+            cases, issuer, case_id, {"decision": "undecided", "date": TODAY.isoformat()}
+        ),
+    }
+    for kind, response in created.items():
+        assert response.status_code == 201, response.text
+        location = response.headers["location"]
+        assert location == f"/v1/cases/{case_id}/{kind}s/{response.json()['id']}"
+        read_back = cases.get(location, headers=issuer.headers(**COACH))
+        assert read_back.status_code == 200, read_back.text
+        assert read_back.json() == response.json()
+        elsewhere = location.replace(str(case_id), str(other_case))
+        assert_problem(cases.get(elsewhere, headers=issuer.headers(**COACH)), 404)
+    reads = [
+        e.data for _, e in outbox(cases, "audit.case-resolution.") if e.data["action"] == "read"
+    ]
+    kinds = {r["resource_type"] for r in reads}
+    assert {"case-session", "case-decision"} <= kinds
+    assert all("first talk" not in json.dumps(r) for r in reads)
+
+
 def test_sessions_are_recorded_on_the_case(cases, issuer):
     _, case_id = case_in(cases, issuer, "in-progress")
 
@@ -2903,11 +2931,6 @@ FULL_RECORD = {
 }
 
 
-def _bridge_event(type_: str, **data: Any) -> Event:
-    subject = data.get("consent_id") or data["client_ref"]
-    return new_event(source="twoline/test", type=type_, subject=subject, **data)
-
-
 @pytest.mark.nats
 def test_case_read_opens_the_package_with_the_key_the_real_bridge_hands_out(
     service_settings, nats_server, issuer
@@ -2915,15 +2938,17 @@ def test_case_read_opens_the_package_with_the_key_the_real_bridge_hands_out(
     """Bridge and zone B on the project's own nats-server: the routed package is sealed, the
     case read asks the real `referral-sl` responder for the key, and the coach sees exactly the
     consented categories; once the consent is withdrawn the next read shows nothing (F4)."""
-    from twoline_referral import consumers as bridge_consumers
+    from twoline_consent.app import create_app as create_consent
+    from twoline_consent.config import Settings as ConsentSettings
+    from twoline_intake.app import create_app as create_intake
+    from twoline_intake.config import Settings as IntakeSettings
     from twoline_referral.app import create_app as create_bridge
     from twoline_referral.config import Settings as BridgeSettings
     from twoline_referral.models import DataKey
     from twoline_referral.routes import get_disclosure_fetcher
 
     consented = ["identity", "needs"]
-    client_ref, consent_id = "C-" + uuid.uuid4().hex[:12].upper(), f"CNS-{uuid.uuid4().hex[:12]}"
-    now = datetime.now(UTC)
+    ngo = issuer.headers(**NGO_GHENT)
     bridge_app = create_bridge(
         service_settings(
             BridgeSettings, "referral", nats_sl_password=nats_server.passwords["referral-sl"]
@@ -2933,46 +2958,38 @@ def test_case_read_opens_the_package_with_the_key_the_real_bridge_hands_out(
     def fetch(ref: str, org: str, categories: list[str]) -> dict[str, Any]:
         return {c: FULL_RECORD[c] for c in categories}
 
+    # The package comes from this stand-in; the consent the bridge decides on, and the one it
+    # asks about before each key it hands out, from the real consent service.
     bridge_app.dependency_overrides[get_disclosure_fetcher] = lambda: fetch
-    handlers = bridge_consumers.bindings(fetch_disclosure=fetch)[0].handlers
-
-    def feed_bridge(client: TestClient, event: Event) -> None:
-        with contextlib.contextmanager(session_scope)(client.app.state.runtime.engine) as session:
-            handlers[event.type](session, event)
-
-    consent = {
-        "consent_id": consent_id,
-        "client_ref": client_ref,
-        "org": "ngo-ghent",
-        "recipient": IO,
-    }
     with (
+        running(create_intake(service_settings(IntakeSettings, "intake"))) as intake,
+        running(create_consent(service_settings(ConsentSettings, "consent"))) as consents,
         running(bridge_app) as bridge,
         running(create_app(service_settings(Settings, "case-resolution"))) as client,
     ):
-        eventually(lambda: bridge.get("/readyz").status_code == 200, "the bridge's NATS links")
-        eventually(lambda: client.get("/readyz").status_code == 200, "zone B's NATS link")
-        feed_bridge(
-            bridge,
-            _bridge_event(
-                "firstline.intake.client.registered", client_ref=client_ref, org="ngo-ghent"
-            ),
+        for service in (intake, consents, bridge, client):
+            eventually(lambda s=service: s.get("/readyz").status_code == 200, "a NATS link")
+        registered = intake.post("/v1/clients", json={"display_name": "X"}, headers=ngo)
+        client_ref = registered.json()["client_ref"]
+        granted = consents.post(
+            "/v1/consents",
+            headers=ngo,
+            json={
+                "client_ref": client_ref,
+                "recipient": IO,
+                "purposes": ["referral"],
+                "categories": consented,
+                "method": "written",
+                "language": "fr",
+                "interpreter": False,
+                "information_version": "2026-01",
+            },
         )
-        feed_bridge(
-            bridge,
-            _bridge_event(
-                "firstline.consent.consent.granted",
-                **consent,
-                purposes=["referral"],
-                categories=consented,
-                valid_from=(now - timedelta(days=1)).isoformat(),
-                valid_until=(now + timedelta(days=30)).isoformat(),
-            ),
-        )
+        assert granted.status_code == 201, granted.text
         created = bridge.post(
             "/v1/referrals",
             json={"client_ref": client_ref, "tracks": ["legal_stay"]},
-            headers=issuer.headers(**NGO_GHENT),
+            headers=ngo,
         )
         assert created.status_code == 201, created.text
 
@@ -3000,13 +3017,12 @@ def test_case_read_opens_the_package_with_the_key_the_real_bridge_hands_out(
             ("success", created.json()["tracks"][0]["track_id"], key.key_id)
         ]
 
-        # The client withdraws: the bridge destroys the key; the next read shows nothing.
-        feed_bridge(
-            bridge,
-            _bridge_event(
-                "firstline.consent.consent.withdrawn", **consent, withdrawn_at=now.isoformat()
-            ),
+        # The client withdraws: from that answer on the bridge hands out no key, so the next
+        # read shows nothing (and the bridge then destroys the key).
+        withdrawn = consents.post(
+            f"/v1/consents/{granted.json()['consent_id']}/withdraw", headers=ngo
         )
+        assert withdrawn.status_code == 200, withdrawn.text
         response = client.get(f"/v1/cases/{item['case_id']}", headers=issuer.headers(**COACH))
         assert response.status_code == 200, response.text
         assert (response.json()["disclosure"], response.json()["disclosure_status"]) == (

@@ -3,6 +3,7 @@ receipts, org scoping (F7), the wall against zone B (F1), id-only events and aud
 and the flow from intake through the real NATS server."""
 
 import asyncio
+import contextlib
 import json
 import threading
 import uuid
@@ -28,17 +29,20 @@ from tests.conftest import (
 from twoline.natsserver import credential
 from twoline_consent import domain
 from twoline_consent.app import create_app
+from twoline_consent.calls import ACTIVE, STATUS, responders
 from twoline_consent.config import Settings
 from twoline_consent.consumers import HANDLERS, on_client_registered
 from twoline_consent.models import (
     Consent,
     KnownClient,
 )
+from twoline_consent.routes import get_client_check
 from twoline_intake.app import create_app as create_intake_app
 from twoline_intake.config import Settings as IntakeSettings
 from twoline_shared.broker import connect
 from twoline_shared.codes import ConsentStatus
-from twoline_shared.errors import Conflict
+from twoline_shared.db import session_scope
+from twoline_shared.errors import Conflict, Unavailable
 from twoline_shared.events import Event, decode, new_event
 from twoline_shared.outbox import OutboxMessage
 
@@ -79,10 +83,37 @@ AUDIT_FIELDS = AUDIT_BASE_FIELDS | {"consent_id", "recipient", "purposes", "cate
 # ---------------------------------------------------------------- helpers
 
 
+class FakeIntake:
+    """Stands in for intake's answer to `svc.intake.client` (the NATS tests use the real one):
+    the (client_ref, org) pairs it holds, and the questions it was asked."""
+
+    def __init__(self) -> None:
+        self.clients: set[tuple[str, str]] = set()
+        self.asked: list[tuple[str, str]] = []
+        self.error: Exception | None = None
+
+    def holds(self, client_ref: str, org: str) -> bool:
+        self.asked.append((client_ref, org))
+        if self.error is not None:
+            raise self.error
+        return (client_ref, org) in self.clients
+
+
 @pytest.fixture
-def consent(service_settings: Callable[..., Settings]) -> Iterator[TestClient]:
-    """The consent app on a fresh database, without NATS (outbox rows stay unsent)."""
-    with running(create_app(service_settings(Settings, "consent"))) as client:
+def fake_intake() -> FakeIntake:
+    return FakeIntake()
+
+
+@pytest.fixture
+def consent(
+    service_settings: Callable[..., Settings], fake_intake: FakeIntake
+) -> Iterator[TestClient]:
+    """The consent app on a fresh database, without NATS (outbox rows stay unsent); intake's
+    word on a client comes from `fake_intake`."""
+    app = create_app(service_settings(Settings, "consent"))
+    app.dependency_overrides[get_client_check] = lambda: fake_intake.holds
+    with running(app) as client:
+        client.fake_intake = fake_intake  # type: ignore[attr-defined]
         yield client
 
 
@@ -839,6 +870,166 @@ def test_malformed_client_registered_raises_so_the_kernel_retries_it(consent, da
         assert session.exec(select(KnownClient)).all() == []
 
 
+# ---------------------------------------------------------------- read your writes
+
+
+def test_a_grant_right_after_registration_asks_intake_once_and_remembers_the_client(
+    consent, issuer
+):
+    """Intake answered 201 a moment ago and its event is still on its way: the grant asks
+    intake, is recorded, and the client is remembered so the next grant asks nothing."""
+    client_ref = "C-" + uuid.uuid4().hex[:12].upper()
+    consent.fake_intake.clients.add((client_ref, "ngo-ghent"))
+    ghent = issuer.headers(**NGO_GHENT)
+
+    grant(consent, ghent, client_ref)
+    grant(consent, ghent, client_ref, recipient="fedasil")
+
+    assert consent.fake_intake.asked == [(client_ref, "ngo-ghent")]
+    with Session(consent.app.state.runtime.engine) as session:
+        assert session.get(KnownClient, client_ref).org == "ngo-ghent"
+    # The registration event, arriving later, changes nothing.
+    feed(consent, client_registered(client_ref))
+    with Session(consent.app.state.runtime.engine) as session:
+        assert len(session.exec(select(KnownClient)).all()) == 1
+
+
+def test_a_client_intake_does_not_hold_in_the_callers_org_is_404(consent, issuer):
+    client_ref = "C-" + uuid.uuid4().hex[:12].upper()
+    consent.fake_intake.clients.add((client_ref, "ngo-antwerp"))
+
+    response = consent.post(
+        "/v1/consents", json=grant_body(client_ref), headers=issuer.headers(**NGO_GHENT)
+    )
+
+    assert_problem(response, 404, "not-found")
+    assert consent.fake_intake.asked == [(client_ref, "ngo-ghent")]
+    assert outbox(consent) == []
+    with Session(consent.app.state.runtime.engine) as session:
+        assert session.exec(select(KnownClient)).all() == []
+
+
+def test_a_client_known_in_another_org_is_404_without_asking_intake(consent, issuer):
+    client_ref = known_client(consent, org="ngo-antwerp")
+    response = consent.post(
+        "/v1/consents", json=grant_body(client_ref), headers=issuer.headers(**NGO_GHENT)
+    )
+    assert_problem(response, 404, "not-found")
+    assert consent.fake_intake.asked == []
+
+
+def test_when_intake_does_not_answer_the_grant_is_503_with_retry_after_and_not_recorded(
+    consent, issuer
+):
+    consent.fake_intake.error = Unavailable(
+        "Nobody answered svc.intake.client.", slug="call-unavailable"
+    )
+    response = consent.post(
+        "/v1/consents", json=grant_body("C-NOTHEARDYET1"), headers=issuer.headers(**NGO_GHENT)
+    )
+    assert_problem(response, 503, "call-unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert outbox(consent) == []
+    with Session(consent.app.state.runtime.engine) as session:
+        assert session.exec(select(Consent)).all() == []
+
+
+def answer(client: TestClient, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """One of the consent service's call handlers, in its own transaction as the responder
+    runs it, with the client's `fake_intake` answering for clients."""
+    [responder] = [r for r in responders(confirm=client.fake_intake.holds) if r.subject == subject]
+    with contextlib.contextmanager(session_scope)(client.app.state.runtime.engine) as session:
+        return responder.handler(session, payload)
+
+
+def test_the_active_call_answers_the_clients_consents_active_now_in_that_org_only(consent, issuer):
+    ghent = issuer.headers(**NGO_GHENT)
+    client_ref = known_client(consent)
+    io = grant(consent, ghent, client_ref)
+    fedasil = grant(consent, ghent, client_ref, recipient="fedasil")
+    withdrawn = grant(consent, ghent, client_ref)
+    consent.post(f"/v1/consents/{withdrawn['consent_id']}/withdraw", headers=ghent)
+    expiring = grant(
+        consent,
+        ghent,
+        client_ref,
+        valid_until=(datetime.now(UTC) + timedelta(seconds=30)).isoformat(),
+    )
+    with Session(consent.app.state.runtime.engine) as session:  # its validity ends
+        session.exec(
+            update(Consent)
+            .where(Consent.consent_id == uuid.UUID(expiring["consent_id"]))
+            .values(valid_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
+        session.commit()
+    before = datetime.now(UTC)
+
+    reply = answer(consent, ACTIVE, {"client_ref": client_ref, "org": "ngo-ghent"})
+
+    assert reply["client_known"] is True
+    assert before <= datetime.fromisoformat(reply["checked_at"]) <= datetime.now(UTC)
+    by_id = {c["consent_id"]: c for c in reply["consents"]}
+    assert set(by_id) == {io["consent_id"], fedasil["consent_id"]}
+    assert by_id[io["consent_id"]] == {
+        "consent_id": io["consent_id"],
+        "client_ref": client_ref,
+        "org": "ngo-ghent",
+        "recipient": "immigration_office",
+        "purposes": ["feedback", "referral"],
+        "categories": ["identity", "intentions", "needs"],
+        "valid_from": by_id[io["consent_id"]]["valid_from"],
+        "valid_until": None,
+        "status": "active",
+        "withdrawn_at": None,
+    }
+    # Another org naming the client: nothing of it (the client is known to be Ghent's, so
+    # intake is not even asked).
+    other = answer(consent, ACTIVE, {"client_ref": client_ref, "org": "ngo-antwerp"})
+    assert (other["client_known"], other["consents"]) == (False, [])
+    assert consent.fake_intake.asked == []
+
+
+def test_the_active_call_asks_intake_for_a_client_without_consents(consent):
+    client_ref = "C-" + uuid.uuid4().hex[:12].upper()
+    consent.fake_intake.clients.add((client_ref, "ngo-ghent"))
+    reply = answer(consent, ACTIVE, {"client_ref": client_ref, "org": "ngo-ghent"})
+    assert (reply["client_known"], reply["consents"]) == (True, [])
+    unknown = answer(consent, ACTIVE, {"client_ref": "C-NOSUCH", "org": "ngo-ghent"})
+    assert unknown["client_known"] is False
+
+
+def test_the_status_call_answers_what_each_consent_is_now(consent, issuer):
+    ghent = issuer.headers(**NGO_GHENT)
+    client_ref = known_client(consent)
+    kept = grant(consent, ghent, client_ref)
+    gone = grant(consent, ghent, client_ref, recipient="fedasil")
+    consent.post(f"/v1/consents/{gone['consent_id']}/withdraw", headers=ghent)
+
+    reply = answer(
+        consent,
+        STATUS,
+        {"consent_ids": [kept["consent_id"], gone["consent_id"], str(uuid.uuid4())]},
+    )
+
+    status = {c["consent_id"]: (c["status"], c["withdrawn_at"] is None) for c in reply["consents"]}
+    assert status == {kept["consent_id"]: ("active", True), gone["consent_id"]: ("inactive", False)}
+
+
+@pytest.mark.parametrize(
+    ("subject", "payload"),
+    [
+        (ACTIVE, {"client_ref": "C-1"}),
+        (ACTIVE, {"client_ref": "C-1", "org": "o", "extra": 1}),
+        (STATUS, {"consent_ids": []}),
+        (STATUS, {"consent_ids": ["not-a-uuid"]}),
+        (STATUS, {"consent_ids": [str(uuid.uuid4())] * 65}),
+    ],
+)
+def test_a_malformed_call_is_refused(consent, subject, payload):
+    with pytest.raises(ValueError):  # pydantic: the call answers 422
+        answer(consent, subject, payload)
+
+
 # ---------------------------------------------------------------- pure rules and schema
 
 
@@ -896,7 +1087,7 @@ async def _last_on_stream(url: str, passwords: dict[str, str], subject: str) -> 
 
 
 @pytest.mark.nats
-def test_client_registered_in_intake_can_be_granted_consent_and_the_grant_reaches_the_stream(
+def test_a_client_registered_in_intake_is_granted_consent_at_once_and_the_grant_reaches_the_stream(
     service_settings, nats_server, issuer
 ):
     ghent = issuer.headers(**NGO_GHENT)
@@ -912,15 +1103,18 @@ def test_client_registered_in_intake_can_be_granted_consent_and_the_grant_reache
         client_ref = registered.json()["client_ref"]
         engine = consent_api.app.state.runtime.engine
 
-        def known() -> bool:
-            with Session(engine) as session:
-                return session.get(KnownClient, client_ref) is not None
-
-        eventually(known, "the FIRSTLINE/consent consumer to learn the client")
+        # At once, as a partner system does: the consent service asks intake about the client
+        # its stream has not brought yet.
+        created = grant(consent_api, ghent, client_ref, categories=["needs", "health"])
         with Session(engine) as session:
             assert session.get(KnownClient, client_ref).org == "ngo-ghent"
-
-        created = grant(consent_api, ghent, client_ref, categories=["needs", "health"])
+        # Another org naming that client: intake holds no such client for it.
+        refused = consent_api.post(
+            "/v1/consents",
+            json=grant_body(client_ref),
+            headers=issuer.headers(role="ngo_caseworker", org="ngo-antwerp"),
+        )
+        assert_problem(refused, 404, "not-found")
 
         def granted_sent() -> bool:
             with Session(engine) as session:

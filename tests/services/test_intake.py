@@ -24,7 +24,7 @@ from tests.conftest import (
 )
 from twoline.natsserver import credential
 from twoline_intake.app import create_app
-from twoline_intake.calls import DISCLOSURE
+from twoline_intake.calls import CLIENT, DISCLOSURE
 from twoline_intake.config import Settings
 from twoline_intake.domain import CATEGORY_FIELDS, FIELD_CATEGORY, disclosure_package
 from twoline_intake.models import Client
@@ -406,13 +406,20 @@ def intake_on_nats(service_settings, nats_server) -> Iterator[TestClient]:
         yield client
 
 
-def ask(nats_server, payload: Any, *, user: str = "referral-fl", wait: float = 5) -> dict[str, Any]:
-    """Ask intake over NATS as the bridge's first-line user would."""
+def ask(
+    nats_server,
+    payload: Any,
+    *,
+    user: str = "referral-fl",
+    wait: float = 5,
+    subject: str = DISCLOSURE,
+) -> dict[str, Any]:
+    """Ask intake over NATS as the bridge's first-line user (or `user`) would."""
 
     async def go() -> dict[str, Any]:
         nc = await connect(nats_server.url, credential(user, nats_server.passwords), name=user)
         try:
-            return await call(nc, DISCLOSURE, payload, wait=wait)
+            return await call(nc, subject, payload, wait=wait)
         finally:
             await nc.close()
 
@@ -515,6 +522,29 @@ def test_only_the_bridge_may_ask_for_a_disclosure(intake_on_nats, issuer, nats_s
     with pytest.raises(Unavailable):
         ask(nats_server, payload, user="consent", wait=1)
     assert audit_rows(intake_on_nats, "disclose") == []
+
+
+@pytest.mark.nats
+def test_the_client_call_tells_the_consent_service_only_whether_the_org_holds_the_client(
+    intake_on_nats, issuer, nats_server
+):
+    """`svc.intake.client`: ids only, for a consent recorded right after the registration."""
+    ref = register(intake_on_nats, issuer, **FULL_RECORD)
+
+    reply = ask(
+        nats_server, {"client_ref": ref, "org": "ngo-ghent"}, user="consent", subject=CLIENT
+    )
+
+    assert reply == {"client_ref": ref, "org": "ngo-ghent"}
+    for payload in ({"client_ref": ref, "org": "ngo-antwerp"}, {"client_ref": "C-0", "org": "x"}):
+        with pytest.raises(NotFound):
+            ask(nats_server, payload, user="consent", subject=CLIENT)
+    for payload in ({"client_ref": ref}, {"client_ref": ref, "org": "o", "categories": []}):
+        with pytest.raises(Invalid):
+            ask(nats_server, payload, user="consent", subject=CLIENT)
+    # Only the consent service may ask: not the bridge, which asks the consent service.
+    with pytest.raises(Unavailable):
+        ask(nats_server, {"client_ref": ref, "org": "ngo-ghent"}, subject=CLIENT, wait=1)
 
 
 def test_every_category_has_a_package_shape_built_from_its_own_fields():

@@ -18,34 +18,36 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from sqlalchemy import event as sa_event
 from sqlalchemy import func, inspect, text
 from sqlmodel import Session, SQLModel, select
 
 from tests.conftest import NGO_GHENT, assert_problem, eventually, is_refusal_record, running
 from twoline.natsserver import credential
+from twoline_consent.app import create_app as create_consent_app
+from twoline_consent.config import Settings as ConsentSettings
 from twoline_intake.app import create_app as create_intake_app
 from twoline_intake.config import Settings as IntakeSettings
 from twoline_intake.domain import disclosure_package
-from twoline_referral import domain, repository, service
+from twoline_referral import domain, repository
 from twoline_referral.app import create_app
-from twoline_referral.calls import DISCLOSURE_KEY, on_disclosure_key, on_joint_review
+from twoline_referral.calls import DISCLOSURE_KEY, JOINT_REVIEW, responders
 from twoline_referral.config import DEMO_OFFICES, Office, Settings
+from twoline_referral.consents import ConsentSource
 from twoline_referral.consumers import bindings
 from twoline_referral.disclosure import checked
 from twoline_referral.models import (
     AccessLogEntry,
+    ConsentFacts,
+    ConsentsAnswer,
     ConsentView,
     DataKey,
     DisclosureRequest,
-    KnownClient,
     Referral,
-    ReferralCreate,
     ReferralTrack,
     TrackStatusEntry,
 )
-from twoline_referral.routes import get_disclosure_fetcher
-from twoline_shared.auth import Agency, Principal
+from twoline_referral.routes import get_consent_source, get_disclosure_fetcher
+from twoline_shared.auth import Agency
 from twoline_shared.broker import connect
 from twoline_shared.calls import call
 from twoline_shared.codes import ConsentStatus, DataCategory, TaskStatus, Track
@@ -102,16 +104,6 @@ def record(**overrides: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- events (real kernel Events)
-
-
-def client_registered(client_ref: str, *, org: str = "ngo-ghent") -> Event:
-    return new_event(
-        source="twoline/intake",
-        type="firstline.intake.client.registered",
-        subject=client_ref,
-        client_ref=client_ref,
-        org=org,
-    )
 
 
 def consent_granted(
@@ -220,21 +212,90 @@ class FakeIntake:
         return disclosure_package(self.records[(client_ref, org)], asked)
 
 
+class FakeConsent:
+    """Stands in for the consent service's answers (`svc.consent.active`, `.status`) here. It
+    holds the grants and withdrawals a test feeds, from the moment they are fed (the real
+    service has them before their events exist), and the clients a test registers. A test can
+    put it ahead of the projection (`withdraw`), as the real service is while its withdrawal
+    event is on its way (tests/e2e use the real service)."""
+
+    def __init__(self) -> None:
+        self.consents: dict[str, ConsentFacts] = {}
+        self.clients: set[tuple[str, str]] = set()
+        self.error: Exception | None = None
+        self.asked: list[tuple[str, Any]] = []
+
+    def record(self, event: Event) -> None:
+        """What the consent service held when it announced `event`."""
+        data = event.data
+        if event.type == "firstline.consent.consent.granted":
+            self.consents.setdefault(
+                data["consent_id"], ConsentFacts.model_validate({**data, "status": "active"})
+            )
+        elif event.type == "firstline.consent.consent.withdrawn":
+            self.withdraw(data["consent_id"], at=data.get("withdrawn_at"))
+
+    def withdraw(self, consent_id: str, *, at: Any = None) -> None:
+        facts = self.consents.get(consent_id)
+        if facts is not None:
+            self.consents[consent_id] = facts.model_copy(
+                update={"status": "inactive", "withdrawn_at": at or datetime.now(UTC)}
+            )
+
+    def _now(self, facts: ConsentFacts, now: datetime) -> ConsentFacts:
+        if facts.valid_until is not None and facts.valid_until <= now:
+            return facts.model_copy(update={"status": "inactive"})
+        return facts
+
+    def active(self, client_ref: str, org: str) -> ConsentsAnswer:
+        self.asked.append(("active", (client_ref, org)))
+        if self.error is not None:
+            raise self.error
+        now = datetime.now(UTC)
+        facts = [
+            self._now(f, now)
+            for f in self.consents.values()
+            if (f.client_ref, f.org) == (client_ref, org)
+        ]
+        active = [f for f in facts if f.status == "active"]
+        known = (client_ref, org) in self.clients or bool(facts)
+        return ConsentsAnswer(checked_at=now, client_known=known, consents=active)
+
+    def status(self, consent_ids: list[str]) -> ConsentsAnswer:
+        self.asked.append(("status", sorted(consent_ids)))
+        if self.error is not None:
+            raise self.error
+        now = datetime.now(UTC)
+        facts = [self._now(self.consents[i], now) for i in consent_ids if i in self.consents]
+        return ConsentsAnswer(checked_at=now, consents=facts)
+
+    @property
+    def source(self) -> ConsentSource:
+        return ConsentSource(active=self.active, status=self.status)
+
+
 @pytest.fixture
 def fake_intake() -> FakeIntake:
     return FakeIntake()
 
 
 @pytest.fixture
+def fake_consent() -> FakeConsent:
+    return FakeConsent()
+
+
+@pytest.fixture
 def referral(
-    service_settings: Callable[..., Settings], fake_intake: FakeIntake
+    service_settings: Callable[..., Settings], fake_intake: FakeIntake, fake_consent: FakeConsent
 ) -> Iterator[TestClient]:
     """The referral app on a fresh database, without NATS (outbox rows stay unsent); intake's
-    disclosure answer comes from `fake_intake`."""
+    disclosure answer comes from `fake_intake`, the consent service's from `fake_consent`."""
     app = create_app(service_settings(Settings, "referral"))
     app.dependency_overrides[get_disclosure_fetcher] = lambda: fake_intake.fetch
+    app.dependency_overrides[get_consent_source] = lambda: fake_consent.source
     with running(app) as client:
         client.fake_intake = fake_intake  # type: ignore[attr-defined]
+        client.fake_consent = fake_consent  # type: ignore[attr-defined]
         yield client
 
 
@@ -242,8 +303,15 @@ def _no_intake(client_ref: str, org: str, categories: list[str]) -> dict[str, di
     raise AssertionError("intake was asked")
 
 
-def handler_for(event_type: str, fetch: Any = _no_intake) -> Any:
-    for binding in bindings(fetch_disclosure=fetch):
+def _no_consent_service() -> ConsentSource:
+    def asked(*args: Any) -> ConsentsAnswer:
+        raise AssertionError("the consent service was asked")
+
+    return ConsentSource(active=asked, status=asked)
+
+
+def handler_for(event_type: str, fetch: Any = _no_intake, consents: Any = None) -> Any:
+    for binding in bindings(fetch_disclosure=fetch, consents=consents or _no_consent_service()):
         handler = binding.handler_for(event_type)
         if handler is not None:
             return handler
@@ -252,12 +320,30 @@ def handler_for(event_type: str, fetch: Any = _no_intake) -> Any:
 
 def feed(client: TestClient, *events: Event) -> None:
     """Apply events through the consumer handlers, each in its own committed transaction
-    (intake's answer to a step-up release comes from the client's `fake_intake`, if any)."""
+    (intake's answer to a step-up release comes from the client's `fake_intake`, if any, and
+    the consent service's from its `fake_consent`)."""
     fetch = getattr(client, "fake_intake", None)
+    consents = getattr(client, "fake_consent", None)
     for event in events:
+        if consents is not None:
+            consents.record(event)
         with Session(client.app.state.runtime.engine) as session:
-            handler_for(event.type, fetch.fetch if fetch else _no_intake)(session, event)
+            handler_for(
+                event.type,
+                fetch.fetch if fetch else _no_intake,
+                consents.source if consents else None,
+            )(session, event)
             session.commit()
+
+
+def answer_call(client: TestClient, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """One of the bridge's call handlers, in its own transaction as the responder runs it, with
+    the client's `fake_consent` as the consent service."""
+    [responder] = [
+        r for r in responders(consents=client.fake_consent.source) if r.subject == subject
+    ]
+    with contextlib.contextmanager(session_scope)(client.app.state.runtime.engine) as session:
+        return responder.handler(session, payload)
 
 
 def new_client(
@@ -283,7 +369,8 @@ def new_client(
         )
         for r in recipients
     }
-    feed(client, client_registered(client_ref, org=org), *grants.values())
+    client.fake_consent.clients.add((client_ref, org))
+    feed(client, *grants.values())
     return client_ref, grants
 
 
@@ -569,14 +656,16 @@ def test_consent_projection_is_idempotent_and_withdrawal_wins(referral):
     assert row.status == ConsentStatus.INACTIVE and row.purposes == ["feedback", "referral"]
 
 
-def test_client_projection_keeps_the_first_owner(referral, issuer):
+def test_a_client_the_consent_service_knows_in_another_org_only_is_404(referral, issuer):
+    """F7: the consent service answers for the client in the caller's org; another org naming
+    the same pseudonym learns nothing, and nothing is stored."""
     client_ref, _ = new_client(referral)
-    feed(referral, client_registered(client_ref), client_registered(client_ref, org="ngo-antwerp"))
 
-    with Session(referral.app.state.runtime.engine) as session:
-        assert session.get(KnownClient, client_ref).org == "ngo-ghent"
-    assert count(referral, KnownClient) == 1
-    assert post_referral(referral, issuer, client_ref, who=NGO_ANTWERP).status_code == 404
+    response = post_referral(referral, issuer, client_ref, who=NGO_ANTWERP)
+
+    assert_problem(response, 404, "not-found")
+    assert ("active", (client_ref, "ngo-antwerp")) in referral.fake_consent.asked
+    assert_nothing_stored(referral)
 
 
 def test_malformed_event_raises_so_the_kernel_retries_and_dead_letters_it(referral):
@@ -592,22 +681,25 @@ def test_malformed_event_raises_so_the_kernel_retries_and_dead_letters_it(referr
 
 
 def test_same_idempotency_key_and_body_returns_the_same_referral(referral, issuer):
+    """A partner whose response was lost sends the request again: the same answer (status,
+    Location, the referral as it is now), marked as a replay, and nothing routed twice."""
     client_ref, _ = new_client(referral)
 
     first = post_referral(referral, issuer, client_ref, key="key-1", note="n")
     again = post_referral(referral, issuer, client_ref, key="key-1", note="n")
-    reordered = post_referral(
-        referral, issuer, client_ref, key="key-1", note="n", tracks=["return", "legal_stay"]
-    )
 
     assert first.status_code == 201, first.text
-    assert again.status_code == 200 and reordered.status_code == 200
-    assert again.json() == first.json() == reordered.json()
+    location = f"/v1/referrals/{first.json()['referral_id']}"
+    assert first.headers["location"] == location and "idempotent-replayed" not in first.headers
+    assert again.status_code == 201 and again.headers["location"] == location
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
     assert count(referral, Referral) == 1
     assert len(outbox(referral, ROUTED)) == 2  # one set of routed events
+    assert len(outbox(referral, "audit.referral.referral.create")) == 1
 
 
-def test_same_idempotency_key_with_another_body_is_409(referral, issuer):
+def test_same_idempotency_key_with_another_body_is_422_and_changes_nothing(referral, issuer):
     client_ref, _ = new_client(referral)
     assert post_referral(referral, issuer, client_ref, key="key-2").status_code == 201
 
@@ -617,48 +709,9 @@ def test_same_idempotency_key_with_another_body_is_409(referral, issuer):
         {"note": "something else"},
     ):
         response = post_referral(referral, issuer, client_ref, key="key-2", **changed)
-        assert_problem(response, 409, "idempotency-key-reused")
+        assert_problem(response, 422, "idempotency-key-reused")
     assert count(referral, Referral) == 1
     assert len(outbox(referral, ROUTED)) == 2
-
-
-def test_a_racing_request_with_the_same_key_is_answered_as_a_replay(referral):
-    """Two requests pass the key lookup together; the loser's insert fails on the unique key and
-    it answers with the winner's referral instead of a 500 or a second set of events."""
-    client_ref, _ = new_client(referral)
-    engine = referral.app.state.runtime.engine
-    principal = Principal(sub="cw-1", roles=frozenset({"ngo_caseworker"}), org="ngo-ghent")
-    body = ReferralCreate(client_ref=client_ref, tracks=[Track.RETURN])
-    winner: dict[str, Referral] = {}
-
-    settings = Settings(nats_enabled=False)
-
-    def create(session: Session) -> tuple[Any, bool]:
-        return service.create_referral(
-            session,
-            principal=principal,
-            body=body,
-            idempotency_key="race",
-            offices=settings.routing_offices,
-            default_office=settings.routing_default_office,
-            fetch_disclosure=referral.fake_intake.fetch,
-        )
-
-    with Session(engine, expire_on_commit=False) as loser:
-
-        @sa_event.listens_for(loser, "before_flush", once=True)
-        def _the_other_request_commits_first(*_: Any) -> None:
-            with Session(engine, expire_on_commit=False) as other:
-                winner["referral"], _created = create(other)
-                other.commit()
-
-        result, created = create(loser)
-        loser.commit()
-
-    assert created is False
-    assert result.referral_id == winner["referral"].referral_id
-    assert count(referral, Referral) == 1
-    assert len(outbox(referral, ROUTED)) == 1
 
 
 def test_idempotency_keys_are_scoped_to_the_org(referral, issuer):
@@ -1538,8 +1591,7 @@ def test_withdrawal_destroys_the_key_in_the_same_transaction_as_the_cancels(
 
 def ask_key(client: TestClient, **payload: Any) -> dict[str, Any]:
     """The key call's handler, in its own transaction as the responder runs it."""
-    with contextlib.contextmanager(session_scope)(client.app.state.runtime.engine) as session:
-        return on_disclosure_key(session, payload)
+    return answer_call(client, DISCLOSURE_KEY, payload)
 
 
 def test_the_key_call_hands_out_a_key_only_for_a_track_routed_under_it(referral, issuer):
@@ -1621,6 +1673,143 @@ def test_every_consent_decision_is_an_audit_record_permit_and_deny(referral, iss
     # Ids and codes only: nothing of the client's record.
     for decision in decisions:
         assert CANARY not in json.dumps(decision)
+
+
+# ---------------------------------------------------------------- read your writes (F0)
+# The bridge decides from the consent service's own state at that moment, not from its
+# projection of the FIRSTLINE stream, which hears of a grant or a withdrawal only later.
+
+
+def test_a_referral_right_after_a_grant_the_stream_has_not_brought_yet_is_routed(referral, issuer):
+    client_ref = "C-" + uuid.uuid4().hex[:12].upper()
+    referral.fake_intake.records[(client_ref, "ngo-ghent")] = record()
+    grant = consent_granted(client_ref, IO)
+    referral.fake_consent.record(grant)  # the consent service answered 201; no event yet
+    assert consent_row(referral, grant.data["consent_id"]) is None
+
+    response = post_referral(referral, issuer, client_ref, tracks=["legal_stay"])
+
+    assert response.status_code == 201, response.text
+    [track] = response.json()["tracks"]
+    assert track["status"] == "requested"
+    # The consent entered the projection with the referral; its event, arriving later, finds it.
+    adopted = consent_row(referral, grant.data["consent_id"])
+    assert (adopted.status, adopted.client_ref, adopted.recipient) == ("active", client_ref, IO)
+    feed(referral, grant)
+    assert consent_row(referral, grant.data["consent_id"]).status == "active"
+    assert count(referral, ConsentView) == 1
+    # The withdrawal that follows finds the track and cancels it (F4).
+    feed(referral, consent_withdrawn(grant))
+    assert _tracks(referral, issuer, response.json()["referral_id"])["legal_stay"]["status"] == (
+        "cancelled"
+    )
+
+
+def test_a_referral_right_after_a_withdrawal_the_stream_has_not_brought_yet_is_refused(
+    referral, issuer
+):
+    client_ref, grants = new_client(referral, recipients=(IO,))
+    consent_id = grants[IO].data["consent_id"]
+    referral.fake_consent.withdraw(consent_id)  # answered 200; the bridge has not heard yet
+    assert consent_row(referral, consent_id).status == "active"
+
+    response = post_referral(referral, issuer, client_ref, tracks=["legal_stay"])
+
+    body = assert_problem(response, 422, "consent-missing")
+    assert body["missing_consent"] == [IO]
+    assert_nothing_stored(referral)
+
+
+def test_an_expired_consent_refuses_at_once(referral, issuer):
+    client_ref = "C-" + uuid.uuid4().hex[:12].upper()
+    referral.fake_consent.clients.add((client_ref, "ngo-ghent"))
+    soon = datetime.now(UTC) + timedelta(milliseconds=300)
+    feed(referral, consent_granted(client_ref, IO, valid_until=soon))
+    time.sleep(0.4)  # the scenario: the consent's validity ends
+
+    response = post_referral(referral, issuer, client_ref, tracks=["legal_stay"])
+
+    assert_problem(response, 422, "consent-missing")
+    assert_nothing_stored(referral)
+
+
+def test_a_withdrawn_projection_row_is_never_revived_by_an_answer(referral, issuer):
+    """Defence in depth: should the consent service ever answer `active` for a consent the
+    bridge has applied a withdrawal of, the withdrawal wins."""
+    client_ref, grants = new_client(referral, recipients=(IO,))
+    withdrawn = consent_withdrawn(grants[IO])
+    with Session(referral.app.state.runtime.engine) as session:
+        handler_for(withdrawn.type)(session, withdrawn)  # the projection only
+        session.commit()
+
+    response = post_referral(referral, issuer, client_ref, tracks=["legal_stay"])
+
+    assert_problem(response, 422, "consent-missing")
+    assert consent_row(referral, grants[IO].data["consent_id"]).status == "inactive"
+    assert_nothing_stored(referral)
+
+
+def test_without_an_answer_from_the_consent_service_the_referral_is_503_and_stores_nothing(
+    referral, issuer
+):
+    client_ref, _ = new_client(referral)
+    referral.fake_consent.error = Unavailable(
+        "Nobody answered svc.consent.active.", slug="call-unavailable"
+    )
+
+    response = post_referral(referral, issuer, client_ref)
+
+    assert_problem(response, 503, "call-unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert referral.fake_intake.calls == []  # nothing was asked of intake either
+    assert_nothing_stored(referral)
+
+
+def test_each_consent_decision_names_the_moment_of_the_consent_state_it_was_taken_from(
+    referral, issuer
+):
+    client_ref, _ = new_client(referral, recipients=(IO,))
+    before = datetime.now(UTC)
+    assert post_referral(referral, issuer, client_ref, tracks=["legal_stay"]).status_code == 201
+    assert_problem(post_referral(referral, issuer, client_ref), 422, "consent-missing")
+
+    decisions = [
+        e.data
+        for _, e in outbox(referral, "audit.referral.")
+        if e.data["action"] == "consent-decision"
+    ]
+    assert [d["outcome"] for d in decisions] == ["success", "denied"]
+    checked = [datetime.fromisoformat(d["consent_checked_at"]) for d in decisions]
+    assert before <= checked[0] <= checked[1] <= datetime.now(UTC)
+
+
+def test_the_key_is_refused_once_the_consent_service_holds_the_consent_withdrawn(referral, issuer):
+    client_ref, grants = new_client(referral, recipients=(IO,))
+    post_referral(referral, issuer, client_ref, tracks=["legal_stay"])
+    io = routed_by_agency(referral)[IO]
+    good = {"track_id": io["track_id"], "key_id": io["disclosure"]["key_id"]}
+    assert set(ask_key(referral, **good)) == {"key"}
+
+    referral.fake_consent.withdraw(grants[IO].data["consent_id"])
+
+    with pytest.raises(Conflict) as refused:
+        ask_key(referral, **good)
+    assert refused.value.slug == "disclosure-withdrawn"
+    # The projection and the key are as they were: only the answer changed.
+    assert consent_row(referral, grants[IO].data["consent_id"]).status == "active"
+    assert all(k.key_bytes is not None for k in data_keys(referral).values())
+
+
+def test_the_key_is_not_released_when_the_consent_service_does_not_answer(referral, issuer):
+    client_ref, _ = new_client(referral, recipients=(IO,))
+    post_referral(referral, issuer, client_ref, tracks=["legal_stay"])
+    io = routed_by_agency(referral)[IO]
+    referral.fake_consent.error = Unavailable("down", slug="call-unavailable")
+
+    with pytest.raises(Unavailable):
+        ask_key(referral, track_id=io["track_id"], key_id=io["disclosure"]["key_id"])
+    # Nothing was released, so nothing is recorded as released.
+    assert outbox(referral, "audit.referral.disclosure-key.release") == []
 
 
 # ---------------------------------------------------------------- who looked (F9)
@@ -1728,8 +1917,7 @@ JOINT = ("referral", "feedback", "joint_review")
 
 def ask_links(client: TestClient, track_id: str) -> list[str]:
     """The joint-review call's handler, in its own transaction as the responder runs it."""
-    with contextlib.contextmanager(session_scope)(client.app.state.runtime.engine) as session:
-        return on_joint_review(session, {"track_id": track_id})["linked_track_ids"]
+    return answer_call(client, JOINT_REVIEW, {"track_id": track_id})["linked_track_ids"]
 
 
 @pytest.mark.parametrize(
@@ -1794,17 +1982,29 @@ def test_withdrawing_either_consent_unlinks_both_sides(referral, issuer, withdra
     assert ask_links(referral, fedasil) == []
 
 
+@pytest.mark.parametrize("withdrawn", [IO, FEDASIL])
+def test_a_withdrawal_the_stream_has_not_brought_yet_already_unlinks(referral, issuer, withdrawn):
+    """F0: the link is decided from the consent service's state, so a withdrawal it answered
+    unlinks the two cases before the bridge's projection has heard of it."""
+    client_ref, grants = new_client(referral, purposes={IO: JOINT, FEDASIL: JOINT})
+    assert post_referral(referral, issuer, client_ref).status_code == 201
+    routed = routed_by_agency(referral)
+    io, fedasil = routed[IO]["track_id"], routed[FEDASIL]["track_id"]
+    assert ask_links(referral, io) == [fedasil]
+
+    referral.fake_consent.withdraw(grants[withdrawn].data["consent_id"])
+
+    assert ask_links(referral, io) == []
+    assert ask_links(referral, fedasil) == []
+
+
 def test_the_joint_review_call_refuses_an_unknown_track_and_a_malformed_request(referral):
     unknown = str(uuid.uuid4())
     with pytest.raises(NotFound):
         ask_links(referral, unknown)
     for payload in ({"track_id": "T-1"}, {}, {"track_id": unknown, "more": 1}):
-        engine = referral.app.state.runtime.engine
-        with (
-            contextlib.contextmanager(session_scope)(engine) as session,
-            pytest.raises(ValueError),  # pydantic: the call answers 422
-        ):
-            on_joint_review(session, payload)
+        with pytest.raises(ValueError):  # pydantic: the call answers 422
+            answer_call(referral, JOINT_REVIEW, payload)
     # The refusal is an audit record of its own (the call's transaction rolled back).
     [denied] = [e.data for _, e in outbox(referral, "audit.referral.joint-review.disclose")]
     assert (denied["outcome"], denied["reason"], denied["track_id"]) == (
@@ -1979,14 +2179,6 @@ def test_tracks_map_to_agencies():
         Agency.FEDASIL,
         Agency.IMMIGRATION_OFFICE,
     ]
-
-
-def test_request_fingerprint_ignores_track_order_only():
-    base = ReferralCreate(client_ref="C-1", tracks=[Track.LEGAL_STAY, Track.RETURN])
-    same = ReferralCreate(client_ref="C-1", tracks=[Track.RETURN, Track.LEGAL_STAY])
-    other = ReferralCreate(client_ref="C-1", tracks=[Track.RETURN, Track.LEGAL_STAY], note="x")
-    assert domain.request_fingerprint(base) == domain.request_fingerprint(same)
-    assert domain.request_fingerprint(base) != domain.request_fingerprint(other)
 
 
 # ---------------------------------------------------------------- routing rules (no I/O)
@@ -2175,39 +2367,73 @@ def bridge_settings(service_settings, nats_server) -> Settings:
     )
 
 
+class ZoneA:
+    """The real intake and consent services on the test's nats-server: a client registered
+    and consents recorded through their APIs, as an NGO does."""
+
+    def __init__(self, intake: TestClient, consent: TestClient, issuer: Any) -> None:
+        self.intake, self.consent, self.ngo = intake, consent, issuer.headers(**NGO_GHENT)
+
+    def register(self, **fields: Any) -> str:
+        response = self.intake.post("/v1/clients", headers=self.ngo, json=record(**fields))
+        assert response.status_code == 201, response.text
+        return response.json()["client_ref"]
+
+    def grant(
+        self,
+        client_ref: str,
+        recipient: str,
+        *,
+        purposes=("referral", "feedback"),
+        categories=("needs", "intentions"),
+    ) -> str:
+        response = self.consent.post(
+            "/v1/consents",
+            headers=self.ngo,
+            json={
+                "client_ref": client_ref,
+                "recipient": recipient,
+                "purposes": list(purposes),
+                "categories": list(categories),
+                "method": "written",
+                "language": "fr",
+                "interpreter": False,
+                "information_version": "2026-01",
+            },
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["consent_id"]
+
+    def withdraw(self, consent_id: str) -> None:
+        response = self.consent.post(f"/v1/consents/{consent_id}/withdraw", headers=self.ngo)
+        assert response.status_code == 200, response.text
+
+
+@contextlib.contextmanager
+def zone_a(service_settings: Callable[..., Any], issuer: Any) -> Iterator[ZoneA]:
+    intake_app = create_intake_app(service_settings(IntakeSettings, "intake"))
+    consent_app = create_consent_app(service_settings(ConsentSettings, "consent"))
+    with running(intake_app) as intake, running(consent_app) as consent:
+        for service in (intake, consent):
+            eventually(lambda s=service: s.get("/readyz").status_code == 200, "a NATS link")
+        yield ZoneA(intake, consent, issuer)
+
+
 @pytest.mark.nats
 def test_referral_asks_the_real_intake_routes_packages_to_zone_b_and_follows_status_back(
     service_settings, bridge_settings, nats_server, issuer
 ):
+    """Register, consent and refer with no pause in between, through the real zone-A services:
+    the bridge asks the consent service and intake at the moment it decides."""
     url, passwords = nats_server.url, nats_server.passwords
-    ngo = issuer.headers(**NGO_GHENT)
-    intake_app = create_intake_app(service_settings(IntakeSettings, "intake"))
-    with running(intake_app) as intake, running(create_app(bridge_settings)) as client:
+    with zone_a(service_settings, issuer) as a, running(create_app(bridge_settings)) as client:
         eventually(lambda: client.get("/readyz").status_code == 200, "both NATS links")
-        eventually(lambda: intake.get("/readyz").status_code == 200, "intake's NATS link")
+        intake = a.intake
         engine = client.app.state.runtime.engine
-        registered = intake.post(
-            "/v1/clients",
-            headers=ngo,
-            json=record(municipality="Luik", languages=["ar", "fr"], birth_year=1990),
-        )
-        assert registered.status_code == 201, registered.text
-        client_ref = registered.json()["client_ref"]
-        io_grant = consent_granted(client_ref, IO, categories=("contact", "needs", "identity"))
-        fedasil_grant = consent_granted(
+        client_ref = a.register(municipality="Luik", languages=["ar", "fr"], birth_year=1990)
+        a.grant(client_ref, IO, categories=("contact", "needs", "identity"))
+        fedasil_consent = a.grant(
             client_ref, FEDASIL, purposes=("referral",), categories=("needs",)
-        )
-        asyncio.run(_publish(url, passwords, "fl-admin", [io_grant, fedasil_grant]))
-
-        def projected() -> bool:
-            with Session(engine) as session:
-                consents = session.exec(
-                    select(ConsentView).where(ConsentView.client_ref == client_ref)
-                ).all()
-                return session.get(KnownClient, client_ref) is not None and len(consents) == 2
-
-        eventually(
-            projected, "the FIRSTLINE/referral consumer to project intake's and consent's facts"
         )
 
         response = post_referral(client, issuer, client_ref, note=CANARY)
@@ -2303,7 +2529,7 @@ def test_referral_asks_the_real_intake_routes_packages_to_zone_b_and_follows_sta
         assert view["return"]["progress"] is None and view["return"]["feedback"] is False
 
         # The client withdraws the Fedasil consent: the open track is cancelled, zone B told.
-        asyncio.run(_publish(url, passwords, "fl-admin", [consent_withdrawn(fedasil_grant)]))
+        a.withdraw(fedasil_consent)
         cancelled = asyncio.run(
             _read(url, passwords, "sl-admin", "SECONDLINE", CANCELLED, expect=1)
         )
@@ -2317,10 +2543,31 @@ def test_referral_asks_the_real_intake_routes_packages_to_zone_b_and_follows_sta
 
 
 @pytest.mark.nats
-def test_referral_is_503_and_stores_nothing_when_intake_does_not_answer(bridge_settings, issuer):
+def test_referral_is_503_with_retry_after_when_the_consent_service_does_not_answer(
+    bridge_settings, issuer
+):
+    """Fail closed: no consent service on the broker, no referral (never a stale yes)."""
     with running(create_app(bridge_settings)) as client:
         eventually(lambda: client.get("/readyz").status_code == 200, "both NATS links")
+        client_ref = "C-" + uuid.uuid4().hex[:12].upper()
+
+        response = post_referral(client, issuer, client_ref, note=CANARY)
+
+        body = assert_problem(response, 503, "call-unavailable")
+        assert "svc.consent.active" in body["detail"] and CANARY not in response.text
+        assert response.headers["retry-after"] == "1"
+        assert_nothing_stored(client)
+
+
+@pytest.mark.nats
+def test_referral_is_503_and_stores_nothing_when_intake_does_not_answer(bridge_settings, issuer):
+    app = create_app(bridge_settings)
+    fake_consent = FakeConsent()
+    app.dependency_overrides[get_consent_source] = lambda: fake_consent.source
+    with running(app) as client:
+        eventually(lambda: client.get("/readyz").status_code == 200, "both NATS links")
         client.fake_intake = FakeIntake()  # type: ignore[attr-defined]  # only for new_client
+        client.fake_consent = fake_consent  # type: ignore[attr-defined]
         client_ref, _ = new_client(client)
 
         response = post_referral(client, issuer, client_ref, note=CANARY)
@@ -2332,19 +2579,17 @@ def test_referral_is_503_and_stores_nothing_when_intake_does_not_answer(bridge_s
 
 @pytest.mark.nats
 def test_only_case_resolution_may_ask_for_a_key_and_only_while_the_consent_is_active(
-    bridge_settings, nats_server, issuer, fake_intake
+    service_settings, bridge_settings, nats_server, issuer
 ):
     """The key call over the project's own server and config: `case-resolution` asks, the
     bridge's `referral-sl` answers. No other service user can reach it, in zone A's account or
     in zone B's; `sl-admin` is the SECONDLINE operator account (provisioning), unrestricted by
     design, and is no service's credential."""
     url, passwords = nats_server.url, nats_server.passwords
-    app = create_app(bridge_settings)
-    app.dependency_overrides[get_disclosure_fetcher] = lambda: fake_intake.fetch
-    with running(app) as client:
+    with zone_a(service_settings, issuer) as a, running(create_app(bridge_settings)) as client:
         eventually(lambda: client.get("/readyz").status_code == 200, "both NATS links")
-        client.fake_intake = fake_intake  # type: ignore[attr-defined]
-        client_ref, grants = new_client(client)
+        client_ref = a.register()
+        consents = {agency: a.grant(client_ref, agency) for agency in (IO, FEDASIL)}
         assert post_referral(client, issuer, client_ref).status_code == 201
         routed = routed_by_agency(client)
         io, fedasil = routed[IO], routed[FEDASIL]
@@ -2374,8 +2619,9 @@ def test_only_case_resolution_may_ask_for_a_key_and_only_while_the_consent_is_ac
             with pytest.raises(Unavailable):
                 asyncio.run(ask(user, good, wait=1))
 
-        # The client withdraws the ICAM consent: its key is destroyed, the call refuses it.
-        feed(client, consent_withdrawn(grants[IO]))
+        # The client withdraws the ICAM consent: from that answer on, the call refuses its key
+        # (the bridge asks the consent service; its projection may not have heard yet).
+        a.withdraw(consents[IO])
         with pytest.raises(Conflict) as raised:
             asyncio.run(ask("case-resolution", good))
         assert raised.value.slug == "disclosure-withdrawn"
@@ -2502,6 +2748,29 @@ def test_the_ngo_refuses_and_zone_b_hears_it_by_track_id(referral, issuer):
     client_ref = pending(referral, issuer).json()["data"][0]["client_ref"]
     feed(referral, consent_granted(client_ref, IO, categories=("identity", "needs")))
     assert outbox(referral, RELEASED) == []
+
+
+def test_a_grant_withdrawn_before_its_event_is_applied_releases_nothing(referral, issuer):
+    """F0: the grant covers the step-up request, but by the time the bridge applies its event
+    the consent service holds it withdrawn: no package is cut or sent, the request stays
+    pending, and the withdrawal event that follows has nothing to undo."""
+    client_ref, grants, track, asked = stepped_up(referral, issuer)
+    referral.fake_intake.calls.clear()
+    wider = consent_granted(client_ref, IO, categories=("identity", "needs"))
+    referral.fake_consent.record(wider)
+    referral.fake_consent.withdraw(wider.data["consent_id"])
+
+    feed(referral, wider)
+
+    assert referral.fake_intake.calls == []
+    assert outbox(referral, RELEASED) == []
+    with Session(referral.app.state.runtime.engine) as session:
+        request = session.get(DisclosureRequest, asked.data["request_id"])
+        assert request.status == "pending"
+        assert (
+            session.get(ReferralTrack, uuid.UUID(track["track_id"])).consent_id
+            == (grants[IO].data["consent_id"])
+        )
 
 
 def test_a_new_consent_covering_the_request_releases_an_updated_sealed_package(referral, issuer):

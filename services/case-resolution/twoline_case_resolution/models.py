@@ -631,6 +631,7 @@ class OptionPublic(SQLModel):
 
 
 EXAMPLE_STEP: dict[str, Any] = {
+    "id": "5c4b3a29-1807-4f6e-9d5c-4b3a29180716",
     "step": "considering",
     "previous_step": "informing",
     "preparation": None,
@@ -646,6 +647,7 @@ class ReturnStepPublic(SQLModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_STEP]})  # type: ignore[assignment]
 
+    id: uuid.UUID = Field(description="The move's id.")
     step: ReturnStep = Field(description="The step the track moved to.")
     previous_step: ReturnStep | None = Field(description="The step it moved from; `null` first.")
     preparation: Preparation | None = Field(description="The preparation, at `preparing`.")

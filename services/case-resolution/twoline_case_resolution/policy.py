@@ -22,8 +22,12 @@ POLICY: Policy = {
     ("POST", "/v1/cases/{case_id}/tracks/{track}/complete"): TRACK,
     ("PUT", "/v1/cases/{case_id}/tracks/{track}/options/{option}"): TRACK,
     ("POST", "/v1/cases/{case_id}/tracks/{track}/steps"): TRACK,
+    ("GET", "/v1/cases/{case_id}/tracks/{track}/steps/{step_id}"): TRACK,
     ("POST", "/v1/cases/{case_id}/sessions"): TRACK,
+    ("GET", "/v1/cases/{case_id}/sessions/{session_id}"): TRACK,
     ("POST", "/v1/cases/{case_id}/decisions"): TRACK,
+    ("GET", "/v1/cases/{case_id}/decisions/{decision_id}"): TRACK,
     # F5 step-up: the performer asks the NGO for more; only a new consent releases it.
     ("POST", "/v1/cases/{case_id}/disclosure-requests"): TRACK,
+    ("GET", "/v1/cases/{case_id}/disclosure-requests/{request_id}"): TRACK,
 }

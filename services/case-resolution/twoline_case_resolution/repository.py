@@ -3,6 +3,7 @@
 import hashlib
 import uuid
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import case as when
 from sqlalchemy import func, null, or_, text, update
@@ -21,6 +22,8 @@ from twoline_case_resolution.models import (
     DisclosureStatus,
 )
 from twoline_shared.codes import Outcome, StatusReason, TaskStatus, Urgency
+
+WorkRow = TypeVar("WorkRow", CaseReturnStep, CaseSession, CaseDecision, CaseDisclosureRequest)
 
 
 def lock_track(session: Session, *, track_id: str) -> None:
@@ -314,6 +317,21 @@ def get_disclosure_request(
     session: Session, *, request_id: uuid.UUID
 ) -> CaseDisclosureRequest | None:
     return session.get(CaseDisclosureRequest, request_id)
+
+
+def get_work_row(
+    session: Session, *, model: type[WorkRow], case_id: uuid.UUID, row_id: uuid.UUID
+) -> WorkRow | None:
+    """One row of track work (a step, a session, a decision, a step-up request) of one case."""
+    row = session.get(model, row_id)
+    return row if row is not None and row.case_id == case_id else None
+
+
+def step_of_decision(session: Session, *, decision_id: uuid.UUID) -> CaseReturnStep | None:
+    """The return step a client decision moved the case to, if it moved it."""
+    return session.exec(
+        select(CaseReturnStep).where(CaseReturnStep.decision_id == decision_id)
+    ).first()
 
 
 def decide_disclosure_request(

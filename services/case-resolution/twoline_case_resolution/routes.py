@@ -5,9 +5,10 @@ Every route needs a second-line role; which of the two may act on a track is the
 """
 
 import uuid
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 
 from twoline_case_resolution import service
 from twoline_case_resolution.disclosure import (
@@ -31,8 +32,12 @@ from twoline_case_resolution.domain import (
 from twoline_case_resolution.models import (
     AssessOption,
     Case,
+    CaseDecision,
     CaseDetailPublic,
+    CaseDisclosureRequest,
     CasePublic,
+    CaseReturnStep,
+    CaseSession,
     ChangeStatus,
     CompleteTrack,
     DecisionCreate,
@@ -51,6 +56,7 @@ from twoline_case_resolution.models import (
 from twoline_shared.auth import SecondLine
 from twoline_shared.codes import TaskStatus, Track
 from twoline_shared.db import SessionDep
+from twoline_shared.idempotency import IdempotencyDep, respond_once
 from twoline_shared.openapi import problems
 from twoline_shared.pagination import PageDep
 
@@ -69,6 +75,19 @@ TrackPath = Annotated[
     ),
 ]
 OptionPath = Annotated[LegalStayOption, Path(description="The legal-stay option assessed.")]
+
+
+def _row_id(what: str, example: str) -> Any:
+    return Annotated[
+        uuid.UUID,
+        Path(description=f"The {what}'s id, as its `Location` names it.", examples=[example]),
+    ]
+
+
+StepId = _row_id("return step", "5c4b3a29-1807-4f6e-9d5c-4b3a29180716")
+SessionId = _row_id("counselling session", "7a6b5c4d-3e2f-4a1b-8c9d-0e1f2a3b4c5d")
+DecisionId = _row_id("decision", "2b3c4d5e-6f70-4812-9a3b-4c5d6e7f8091")
+RequestId = _row_id("disclosure request", "0b7e5a3c-2d4f-4e6a-8b9c-1d2e3f4a5b6c")
 
 # What acting on a track may be refused for, besides the case itself (404).
 NOT_PERFORMER = (404, NotYourTrack)
@@ -139,10 +158,23 @@ def read_case(
     response_model=CasePublic,
     responses=problems(*STATUS_CHANGE),
 )
-def accept_track(track: TrackPath, case: CurrentCase, session: SessionDep, principal: SecondLine):
+def accept_track(
+    track: TrackPath,
+    case: CurrentCase,
+    response: Response,
+    session: SessionDep,
+    principal: SecondLine,
+    idempotency: IdempotencyDep,
+):
     """Accept the case's track (only from `requested`); you become its assignee."""
-    return service.change_status(
-        session, principal=principal, case=case, track=track, target=TaskStatus.ACCEPTED
+    return _move_once(
+        idempotency,
+        session,
+        response,
+        principal,
+        lambda: service.change_status(
+            session, principal=principal, case=case, track=track, target=TaskStatus.ACCEPTED
+        ),
     )
 
 
@@ -155,18 +187,26 @@ def reject_track(
     track: TrackPath,
     body: RejectTrack,
     case: CurrentCase,
+    response: Response,
     session: SessionDep,
     principal: SecondLine,
+    idempotency: IdempotencyDep,
 ):
     """Reject the case's track (only from `requested`), with a reason code."""
-    return service.change_status(
+    return _move_once(
+        idempotency,
         session,
-        principal=principal,
-        case=case,
-        track=track,
-        target=TaskStatus.REJECTED,
-        reason=body.reason,
-        note=body.note,
+        response,
+        principal,
+        lambda: service.change_status(
+            session,
+            principal=principal,
+            case=case,
+            track=track,
+            target=TaskStatus.REJECTED,
+            reason=body.reason,
+            note=body.note,
+        ),
     )
 
 
@@ -179,18 +219,26 @@ def change_track_status(
     track: TrackPath,
     body: ChangeStatus,
     case: CurrentCase,
+    response: Response,
     session: SessionDep,
     principal: SecondLine,
+    idempotency: IdempotencyDep,
 ):
     """Move the track to in-progress, on-hold, failed or cancelled (the last three with a reason)."""
-    return service.change_status(
+    return _move_once(
+        idempotency,
         session,
-        principal=principal,
-        case=case,
-        track=track,
-        target=body.status,
-        reason=body.reason,
-        note=body.note,
+        response,
+        principal,
+        lambda: service.change_status(
+            session,
+            principal=principal,
+            case=case,
+            track=track,
+            target=body.status,
+            reason=body.reason,
+            note=body.note,
+        ),
     )
 
 
@@ -203,18 +251,49 @@ def complete_track(
     track: TrackPath,
     body: CompleteTrack,
     case: CurrentCase,
+    response: Response,
     session: SessionDep,
     principal: SecondLine,
+    idempotency: IdempotencyDep,
 ):
     """Complete the track with its outcome code."""
-    return service.change_status(
+    return _move_once(
+        idempotency,
         session,
-        principal=principal,
-        case=case,
-        track=track,
-        target=TaskStatus.COMPLETED,
-        outcome=body.outcome,
-        note=body.note,
+        response,
+        principal,
+        lambda: service.change_status(
+            session,
+            principal=principal,
+            case=case,
+            track=track,
+            target=TaskStatus.COMPLETED,
+            outcome=body.outcome,
+            note=body.note,
+        ),
+    )
+
+
+def _move_once(
+    idempotency: IdempotencyDep,
+    session: SessionDep,
+    response: Response,
+    principal: SecondLine,
+    move: Callable[[], Case],
+) -> Case:
+    """A status change done once per Idempotency-Key; a retry answers the case as it is now."""
+
+    def act() -> tuple[Case, str]:
+        case = move()
+        return case, str(case.case_id)
+
+    return respond_once(
+        idempotency,
+        session,
+        response,
+        act=act,
+        replay=lambda cid: service.load_case(session, principal=principal, case_id=uuid.UUID(cid)),
+        status_code=200,
     )
 
 
@@ -247,11 +326,52 @@ def move_return_step(
     track: TrackPath,
     body: MoveReturnStep,
     case: CurrentCase,
+    response: Response,
+    session: SessionDep,
+    principal: SecondLine,
+    idempotency: IdempotencyDep,
+):
+    """Move an active return track to its next step."""
+
+    def act() -> tuple[CaseReturnStep, str]:
+        row = service.move_return_step(
+            session, principal=principal, case=case, track=track, body=body
+        )
+        return row, str(row.id)
+
+    return respond_once(
+        idempotency,
+        session,
+        response,
+        act=act,
+        replay=lambda rid: service.read_work(
+            session,
+            principal=principal,
+            case=case,
+            model=CaseReturnStep,
+            row_id=uuid.UUID(rid),
+            track=track,
+        ),
+        location=lambda rid: f"/v1/cases/{case.case_id}/tracks/{track.value}/steps/{rid}",
+    )
+
+
+@router.get(
+    "/cases/{case_id}/tracks/{track}/steps/{step_id}",
+    response_model=ReturnStepPublic,
+    responses=problems(*NOT_PERFORMER),
+)
+def read_return_step(
+    track: TrackPath,
+    step_id: StepId,
+    case: CurrentCase,
     session: SessionDep,
     principal: SecondLine,
 ):
-    """Move an active return track to its next step."""
-    return service.move_return_step(session, principal=principal, case=case, track=track, body=body)
+    """Read one move of a return track of your office's case."""
+    return service.read_work(
+        session, principal=principal, case=case, model=CaseReturnStep, row_id=step_id, track=track
+    )
 
 
 @router.post(
@@ -261,10 +381,43 @@ def move_return_step(
     responses=problems(*TRACK_WORK),
 )
 def record_session(
-    body: SessionCreate, case: CurrentCase, session: SessionDep, principal: SecondLine
+    body: SessionCreate,
+    case: CurrentCase,
+    response: Response,
+    session: SessionDep,
+    principal: SecondLine,
+    idempotency: IdempotencyDep,
 ):
     """Record a counselling session on an active track."""
-    return service.record_session(session, principal=principal, case=case, body=body)
+
+    def act() -> tuple[CaseSession, str]:
+        row = service.record_session(session, principal=principal, case=case, body=body)
+        return row, str(row.id)
+
+    return respond_once(
+        idempotency,
+        session,
+        response,
+        act=act,
+        replay=lambda rid: service.read_work(
+            session, principal=principal, case=case, model=CaseSession, row_id=uuid.UUID(rid)
+        ),
+        location=lambda rid: f"/v1/cases/{case.case_id}/sessions/{rid}",
+    )
+
+
+@router.get(
+    "/cases/{case_id}/sessions/{session_id}",
+    response_model=SessionPublic,
+    responses=problems(*NOT_PERFORMER),
+)
+def read_session(
+    session_id: SessionId, case: CurrentCase, session: SessionDep, principal: SecondLine
+):
+    """Read one counselling session of your office's case."""
+    return service.read_work(
+        session, principal=principal, case=case, model=CaseSession, row_id=session_id
+    )
 
 
 @router.post(
@@ -274,10 +427,48 @@ def record_session(
     responses=problems(*TRACK_WORK, IllegalStep, 422),
 )
 def record_decision(
-    body: DecisionCreate, case: CurrentCase, session: SessionDep, principal: SecondLine
+    body: DecisionCreate,
+    case: CurrentCase,
+    response: Response,
+    session: SessionDep,
+    principal: SecondLine,
+    idempotency: IdempotencyDep,
 ):
     """Record the person's own decision on an active track (it is theirs, not the case worker's)."""
-    return service.record_decision(session, principal=principal, case=case, body=body)
+
+    def act() -> tuple[DecisionPublic, str]:
+        decision = service.record_decision(session, principal=principal, case=case, body=body)
+        return decision, str(decision.id)
+
+    return respond_once(
+        idempotency,
+        session,
+        response,
+        act=act,
+        replay=lambda rid: _decision(session, principal, case, uuid.UUID(rid)),
+        location=lambda rid: f"/v1/cases/{case.case_id}/decisions/{rid}",
+    )
+
+
+def _decision(
+    session: SessionDep, principal: SecondLine, case: Case, decision_id: uuid.UUID
+) -> DecisionPublic:
+    row = service.read_work(
+        session, principal=principal, case=case, model=CaseDecision, row_id=decision_id
+    )
+    return service.decision_view(session, row=row)
+
+
+@router.get(
+    "/cases/{case_id}/decisions/{decision_id}",
+    response_model=DecisionPublic,
+    responses=problems(*NOT_PERFORMER),
+)
+def read_decision(
+    decision_id: DecisionId, case: CurrentCase, session: SessionDep, principal: SecondLine
+):
+    """Read one of the person's decisions on your office's case."""
+    return _decision(session, principal, case, decision_id)
 
 
 @router.post(
@@ -287,7 +478,44 @@ def record_decision(
     responses=problems(*TRACK_WORK, CategoryAlreadyDisclosed, DisclosureRequestPending),
 )
 def request_disclosure(
-    body: DisclosureRequestCreate, case: CurrentCase, session: SessionDep, principal: SecondLine
+    body: DisclosureRequestCreate,
+    case: CurrentCase,
+    response: Response,
+    session: SessionDep,
+    principal: SecondLine,
+    idempotency: IdempotencyDep,
 ):
     """Ask the NGO for more data categories (step-up); only a new consent releases them."""
-    return service.request_disclosure(session, principal=principal, case=case, body=body)
+
+    def act() -> tuple[CaseDisclosureRequest, str]:
+        row = service.request_disclosure(session, principal=principal, case=case, body=body)
+        return row, str(row.request_id)
+
+    return respond_once(
+        idempotency,
+        session,
+        response,
+        act=act,
+        replay=lambda rid: service.read_work(
+            session,
+            principal=principal,
+            case=case,
+            model=CaseDisclosureRequest,
+            row_id=uuid.UUID(rid),
+        ),
+        location=lambda rid: f"/v1/cases/{case.case_id}/disclosure-requests/{rid}",
+    )
+
+
+@router.get(
+    "/cases/{case_id}/disclosure-requests/{request_id}",
+    response_model=DisclosureRequestPublic,
+    responses=problems(*NOT_PERFORMER),
+)
+def read_disclosure_request(
+    request_id: RequestId, case: CurrentCase, session: SessionDep, principal: SecondLine
+):
+    """Read one of your requests to the NGO for more categories, with its status."""
+    return service.read_work(
+        session, principal=principal, case=case, model=CaseDisclosureRequest, row_id=request_id
+    )

@@ -722,6 +722,46 @@ def _audit_work(
     )
 
 
+def read_work(
+    session: Session,
+    *,
+    principal: Principal,
+    case: Case,
+    model: type[repository.WorkRow],
+    row_id: uuid.UUID,
+    track: Track | None = None,
+) -> repository.WorkRow:
+    """One row of the case's track work, for its performer; another case's row is a 404. The
+    read is audited like any read in zone B (notes are the case worker's own, F8: ids only)."""
+    _check_performer(principal, case, track or Track(case.track))
+    row = repository.get_work_row(session, model=model, case_id=case.case_id, row_id=row_id)
+    if row is None:
+        raise NotFound(f"No such {_WORK_KIND[model]} in this case.")
+    _audit_work(
+        session,
+        principal=principal,
+        case=case,
+        action="read",
+        kind=f"case-{_WORK_KIND[model]}",
+        row_id=str(row_id),
+    )
+    return row
+
+
+def decision_view(session: Session, *, row: CaseDecision) -> DecisionPublic:
+    """A decision with the return step it moved the case to, if any."""
+    moved = repository.step_of_decision(session, decision_id=row.id)
+    return DecisionPublic.model_validate(row, update={"return_step": moved.step if moved else None})
+
+
+_WORK_KIND = {
+    CaseReturnStep: "return-step",
+    CaseSession: "session",
+    CaseDecision: "decision",
+    CaseDisclosureRequest: "disclosure-request",
+}
+
+
 @_continues_referral_trace("case assess-option")
 def assess_option(
     session: Session,

@@ -13,6 +13,8 @@ class Settings(ServiceSettings):
     port: int = 8002
     database_url: str = "sqlite:///.twoline/consent.db"
     nats_user: str = "consent"
+    # How long a grant waits for intake to confirm a client it has not heard of yet.
+    intake_timeout_seconds: float = 5.0
 
 
 @lru_cache

@@ -241,6 +241,55 @@ class ConsentsPublic(SQLModel):
     count: PageCount
 
 
+# ---------------------------------------------------------------- calls (svc.consent.*)
+
+# At most this many consents in one answer: a client has a handful per agency.
+MAX_ANSWERED = 50
+
+
+class ActiveConsentsQuery(SQLModel):
+    """`svc.consent.active`: the bridge asks, at the moment it decides a referral, which
+    consents of one client of one org are active now, and whether the client exists at all."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    client_ref: str = Field(min_length=1, max_length=64)
+    org: str = Field(min_length=1, max_length=100)
+
+
+class ConsentStatusQuery(SQLModel):
+    """`svc.consent.status`: the bridge asks what some consents (its tracks') are now, before it
+    releases a data key, a joint-review link or a step-up package towards the second line."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    consent_ids: list[uuid.UUID] = Field(min_length=1, max_length=64)
+
+
+class ConsentFacts(BaseModel):
+    """One consent as it is at `checked_at`: codes, ids and validity, never the free text."""
+
+    consent_id: uuid.UUID
+    client_ref: str
+    org: str
+    recipient: Agency
+    purposes: list[Purpose]
+    categories: list[DataCategory]
+    valid_from: datetime
+    valid_until: datetime | None
+    status: ConsentStatus
+    withdrawn_at: datetime | None
+
+
+class ConsentsAnswer(BaseModel):
+    """The consent service's answer to either call. `checked_at` is taken before the read, so a
+    withdrawal acknowledged before it is always in the answer (the read sees every commit)."""
+
+    checked_at: datetime
+    client_known: bool | None = None
+    consents: list[ConsentFacts]
+
+
 # ---------------------------------------------------------------- consent receipt
 
 

@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import func, or_, update
 from sqlmodel import Session, select
 
 from twoline_consent.models import Consent, KnownClient
@@ -11,12 +11,6 @@ from twoline_consent.models import Consent, KnownClient
 
 def get_known_client(session: Session, *, client_ref: str) -> KnownClient | None:
     return session.get(KnownClient, client_ref)
-
-
-def add_known_client(session: Session, *, client: KnownClient) -> KnownClient:
-    session.add(client)
-    session.flush()
-    return client
 
 
 def get_consent(session: Session, *, org: str, consent_id: uuid.UUID) -> Consent | None:
@@ -34,6 +28,34 @@ def list_consents(
         query.order_by(Consent.created_at.desc(), Consent.consent_id).offset(offset).limit(limit)  # type: ignore[attr-defined]
     ).all()
     return list(rows), count
+
+
+def active_consents_of_client(
+    session: Session, *, org: str, client_ref: str, now: datetime, limit: int
+) -> list[Consent]:
+    """One client's grants in one org that are neither withdrawn nor expired at `now`, newest
+    first."""
+    return list(
+        session.exec(
+            select(Consent)
+            .where(
+                Consent.org == org,
+                Consent.client_ref == client_ref,
+                Consent.withdrawn_at.is_(None),  # type: ignore[union-attr]
+                or_(Consent.valid_until.is_(None), Consent.valid_until > now),  # type: ignore[union-attr,operator]
+            )
+            .order_by(Consent.created_at.desc(), Consent.consent_id)  # type: ignore[attr-defined]
+            .limit(limit)
+        ).all()
+    )
+
+
+def consents_by_id(session: Session, *, consent_ids: list[uuid.UUID]) -> list[Consent]:
+    return list(
+        session.exec(
+            select(Consent).where(Consent.consent_id.in_(sorted(set(consent_ids))))  # type: ignore[attr-defined]
+        ).all()
+    )
 
 
 def add_consent(session: Session, *, consent: Consent) -> Consent:

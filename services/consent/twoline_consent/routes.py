@@ -3,9 +3,10 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 
 from twoline_consent import service
+from twoline_consent.clients import ClientCheck, intake_client_check
 from twoline_consent.models import (
     ConsentCreate,
     ConsentPublic,
@@ -15,6 +16,7 @@ from twoline_consent.models import (
 )
 from twoline_shared.auth import NgoCaseworker, NgoStaff
 from twoline_shared.db import SessionDep
+from twoline_shared.idempotency import IdempotencyDep, respond_once
 from twoline_shared.openapi import CALL_FAILED, CALL_UNAVAILABLE, ProblemType, problems
 from twoline_shared.pagination import PageDep
 
@@ -32,6 +34,15 @@ CONSENT_INACTIVE = ProblemType(
 )
 
 
+def get_client_check(request: Request) -> ClientCheck:
+    """Intake's word on a client this service has not heard of yet, over the service's link."""
+    runtime = request.app.state.runtime
+    return intake_client_check(runtime, timeout=runtime.settings.intake_timeout_seconds)
+
+
+ClientCheckDep = Annotated[ClientCheck, Depends(get_client_check)]
+
+
 @router.post(
     "",
     status_code=201,
@@ -39,9 +50,32 @@ CONSENT_INACTIVE = ProblemType(
     # Intake is asked about a client this service has not heard of yet.
     responses=problems(404, CALL_UNAVAILABLE, CALL_FAILED),
 )
-def grant_consent(body: ConsentCreate, session: SessionDep, principal: NgoCaseworker):
+def grant_consent(
+    body: ConsentCreate,
+    response: Response,
+    session: SessionDep,
+    principal: NgoCaseworker,
+    confirm: ClientCheckDep,
+    idempotency: IdempotencyDep,
+):
     """Record a client's consent to disclose to one recipient agency."""
-    consent = service.grant_consent(session, principal=principal, data=body)
+
+    def create() -> tuple[ConsentPublic, str]:
+        consent = service.grant_consent(session, principal=principal, data=body, confirm=confirm)
+        return service.to_public(consent), str(consent.consent_id)
+
+    return respond_once(
+        idempotency,
+        session,
+        response,
+        act=create,
+        replay=lambda consent_id: _read(session, principal, consent_id),
+        location=lambda consent_id: f"/v1/consents/{consent_id}",
+    )
+
+
+def _read(session: SessionDep, principal: NgoStaff, consent_id: str) -> ConsentPublic:
+    consent = service.read_consent(session, principal=principal, consent_id=uuid.UUID(consent_id))
     return service.to_public(consent)
 
 
@@ -81,18 +115,31 @@ def read_consent(consent_id: ConsentId, session: SessionDep, principal: NgoStaff
 )
 def withdraw_consent(
     consent_id: ConsentId,
+    response: Response,
     session: SessionDep,
     principal: NgoCaseworker,
+    idempotency: IdempotencyDep,
     body: Annotated[ConsentWithdraw | None, Body()] = None,
 ):
     """Withdraw an active consent at the client's request; it stays on record as inactive."""
-    consent = service.withdraw_consent(
+
+    def withdraw() -> tuple[ConsentPublic, str]:
+        consent = service.withdraw_consent(
+            session,
+            principal=principal,
+            consent_id=consent_id,
+            reason=body.reason if body is not None else None,
+        )
+        return service.to_public(consent), str(consent.consent_id)
+
+    return respond_once(
+        idempotency,
         session,
-        principal=principal,
-        consent_id=consent_id,
-        reason=body.reason if body is not None else None,
+        response,
+        act=withdraw,
+        replay=lambda withdrawn: _read(session, principal, withdrawn),
+        status_code=200,
     )
-    return service.to_public(consent)
 
 
 @router.get("/{consent_id}/receipt", response_model=ConsentReceipt, responses=problems(404))

@@ -333,6 +333,17 @@ class DisclosureRequest(SQLModel):
     categories: list[DataCategory] = Field(min_length=1, max_length=len(DataCategory))
 
 
+class ClientQuery(SQLModel):
+    """`svc.intake.client`: does this org hold a client under this pseudonym? Asked by the
+    consent service before it records a grant, so that it never decides from a projection that
+    has not yet heard of a client registered a moment ago."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    client_ref: str = Field(min_length=1, max_length=64)
+    org: str = Field(min_length=1, max_length=100)
+
+
 class DisclosureReply(SQLModel):
     """The disclosure package: one object per asked category, holding that category's fields."""
 

@@ -17,4 +17,5 @@ POLICY: Policy = {
     ("PATCH", "/v1/clients/{client_ref}"): CASEWORKER,
     ("POST", "/v1/clients/{client_ref}/contacts"): CASEWORKER,
     ("GET", "/v1/clients/{client_ref}/contacts"): CASEWORKER,
+    ("GET", "/v1/clients/{client_ref}/contacts/{contact_id}"): CASEWORKER,
 }

@@ -1,5 +1,7 @@
 """All intake queries. Every read is scoped to the caller's org (F7)."""
 
+import uuid
+
 from sqlalchemy import func
 from sqlmodel import Session, select
 
@@ -33,6 +35,12 @@ def add_contact(session: Session, *, contact: Contact) -> Contact:
     session.add(contact)
     session.flush()
     return contact
+
+
+def get_contact(session: Session, *, client: Client, contact_id: uuid.UUID) -> Contact | None:
+    return session.exec(
+        select(Contact).where(Contact.client_id == client.id, Contact.id == contact_id)
+    ).first()
 
 
 def list_contacts(

@@ -1,11 +1,13 @@
 """Intake routes (zone A): NGO staff of one org only."""
 
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 
 from twoline_intake import service
 from twoline_intake.models import (
+    Client,
     ClientCreate,
     ClientPublic,
     ClientsPublic,
@@ -16,10 +18,19 @@ from twoline_intake.models import (
 )
 from twoline_shared.auth import NgoCaseworker
 from twoline_shared.db import SessionDep
+from twoline_shared.idempotency import IdempotencyDep, respond_once
 from twoline_shared.openapi import problems
 from twoline_shared.pagination import PageDep
 
 router = APIRouter(prefix="/clients", tags=["clients"])
+
+ContactId = Annotated[
+    uuid.UUID,
+    Path(
+        description="The outreach contact's id, as its `Location` names it.",
+        examples=["3f2a1b0c-9d8e-4f7a-8b6c-5d4e3f2a1b0c"],
+    ),
+]
 
 ClientRef = Annotated[
     str,
@@ -33,9 +44,27 @@ ClientRef = Annotated[
 
 
 @router.post("", status_code=201, response_model=ClientPublic)
-def register_client(body: ClientCreate, session: SessionDep, principal: NgoCaseworker):
+def register_client(
+    body: ClientCreate,
+    response: Response,
+    session: SessionDep,
+    principal: NgoCaseworker,
+    idempotency: IdempotencyDep,
+):
     """Register a client under a new pseudonym (`client_ref`)."""
-    return service.register_client(session, principal=principal, data=body)
+
+    def create() -> tuple[Client, str]:
+        client = service.register_client(session, principal=principal, data=body)
+        return client, client.client_ref
+
+    return respond_once(
+        idempotency,
+        session,
+        response,
+        act=create,
+        replay=lambda ref: service.read_client(session, principal=principal, client_ref=ref),
+        location=lambda ref: f"/v1/clients/{ref}",
+    )
 
 
 @router.get("", response_model=ClientsPublic)
@@ -69,11 +98,49 @@ def update_client(
     "/{client_ref}/contacts", status_code=201, response_model=ContactPublic, responses=problems(404)
 )
 def log_contact(
-    client_ref: ClientRef, body: ContactCreate, session: SessionDep, principal: NgoCaseworker
+    client_ref: ClientRef,
+    body: ContactCreate,
+    response: Response,
+    session: SessionDep,
+    principal: NgoCaseworker,
+    idempotency: IdempotencyDep,
 ):
     """Log an outreach contact with a client: `contact`, `inform` or `refer`."""
-    contact = service.log_contact(session, principal=principal, client_ref=client_ref, data=body)
+
+    def create() -> tuple[ContactPublic, str]:
+        contact = service.log_contact(
+            session, principal=principal, client_ref=client_ref, data=body
+        )
+        public = ContactPublic.model_validate(contact, update={"client_ref": client_ref})
+        return public, str(contact.id)
+
+    return respond_once(
+        idempotency,
+        session,
+        response,
+        act=create,
+        replay=lambda contact_id: _contact(session, principal, client_ref, contact_id),
+        location=lambda contact_id: f"/v1/clients/{client_ref}/contacts/{contact_id}",
+    )
+
+
+def _contact(
+    session: SessionDep, principal: NgoCaseworker, client_ref: str, contact_id: str
+) -> ContactPublic:
+    contact = service.read_contact(
+        session, principal=principal, client_ref=client_ref, contact_id=uuid.UUID(contact_id)
+    )
     return ContactPublic.model_validate(contact, update={"client_ref": client_ref})
+
+
+@router.get(
+    "/{client_ref}/contacts/{contact_id}", response_model=ContactPublic, responses=problems(404)
+)
+def read_contact(
+    client_ref: ClientRef, contact_id: ContactId, session: SessionDep, principal: NgoCaseworker
+):
+    """Read one outreach contact of a client of your organisation."""
+    return _contact(session, principal, client_ref, str(contact_id))
 
 
 @router.get("/{client_ref}/contacts", response_model=ContactsPublic, responses=problems(404))

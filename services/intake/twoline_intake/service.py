@@ -1,5 +1,7 @@
 """Intake use cases: load, apply the rule, save, queue events and audit records."""
 
+import uuid
+
 from sqlmodel import Session
 
 from twoline_intake import repository
@@ -7,6 +9,7 @@ from twoline_intake.domain import categories_of, categories_present, disclosure_
 from twoline_intake.models import (
     Client,
     ClientCreate,
+    ClientQuery,
     ClientUpdate,
     Contact,
     ContactCreate,
@@ -144,6 +147,17 @@ def log_contact(
     return contact
 
 
+def read_contact(
+    session: Session, *, principal: Principal, client_ref: str, contact_id: uuid.UUID
+) -> Contact:
+    """One outreach contact of a client of the caller's org; else 404 (F7)."""
+    client = _own_client(session, principal=principal, client_ref=client_ref)
+    contact = repository.get_contact(session, client=client, contact_id=contact_id)
+    if contact is None:
+        raise NotFound(f"No contact {contact_id} of client {client_ref!r} in your organisation.")
+    return contact
+
+
 def list_contacts(
     session: Session, *, principal: Principal, client_ref: str, offset: int, limit: int
 ) -> tuple[Client, list[Contact], int]:
@@ -169,6 +183,17 @@ def list_clients(
         client_refs=[c.client_ref for c in rows],
     )
     return rows, count
+
+
+def confirm_client(session: Session, *, query: ClientQuery) -> dict[str, str]:
+    """The client's pseudonym and org if the org holds it; another org's is none (F7).
+
+    Ids only cross: the record itself never leaves intake here.
+    """
+    client = repository.get_client(session, org=query.org, client_ref=query.client_ref)
+    if client is None:
+        raise NotFound("No such client in this organisation.")
+    return {"client_ref": client.client_ref, "org": client.org}
 
 
 def disclose(session: Session, *, request: DisclosureRequest) -> DisclosureReply:

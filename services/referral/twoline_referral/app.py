@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from twoline_referral.calls import RESPONDERS
+from twoline_referral.calls import responders
 from twoline_referral.config import Settings, get_settings
+from twoline_referral.consents import ConsentSource, consent_service
 from twoline_referral.consumers import bindings
 from twoline_referral.disclosure import intake_fetcher
 from twoline_referral.routes import disclosure_requests, router
@@ -43,10 +44,7 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     # Routed tracks go out on the second-line link; audit records through the first-line import.
     publishes={"secondline.referral.": "secondline", "audit.referral.": "firstline"},
-    # Per app (`create_app`): a grant that releases a step-up asks intake over this replica's link.
     credentials=credentials,
-    # Zone B asks for a routed package's data key on the second-line link (F4).
-    responders=RESPONDERS,
     tags=[
         {"name": "referrals", "description": "Consent-gated referrals and their track status."},
         {
@@ -60,8 +58,9 @@ SPEC = ServiceSpec(
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    # The consumers run in worker threads and ask intake with `ServiceRuntime.call`; the runtime
-    # is made by `create_service_app`, so the fetcher finds it when it is first called.
+    # The consumers and responders run in worker threads and ask intake and the consent service
+    # with `ServiceRuntime.call`; the runtime is made by `create_service_app`, so these find it
+    # when they are first called.
     runtime: list[ServiceRuntime] = []
 
     def fetch_disclosure(
@@ -70,7 +69,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fetch = intake_fetcher(runtime[0], timeout=settings.disclosure_timeout_seconds)
         return fetch(client_ref, org, categories)
 
-    spec = dataclasses.replace(SPEC, consumers=bindings(fetch_disclosure=fetch_disclosure))
+    def consents() -> ConsentSource:
+        return consent_service(runtime[0], timeout=settings.consent_timeout_seconds)
+
+    source = ConsentSource(
+        active=lambda client_ref, org: consents().active(client_ref, org),
+        status=lambda consent_ids: consents().status(consent_ids),
+    )
+    spec = dataclasses.replace(
+        SPEC,
+        # A grant that releases a step-up asks intake over this replica's link (F5).
+        consumers=bindings(fetch_disclosure=fetch_disclosure, consents=source),
+        # Zone B asks for a routed package's data key and joint review on the second-line link.
+        responders=responders(consents=source),
+    )
     app = create_service_app(spec, settings)
     runtime.append(app.state.runtime)
     return app

@@ -102,14 +102,17 @@ class Settings(ServiceSettings):
 
     port: int = 8003
     database_url: str = "sqlite:///.twoline/referral.db"
-    # Link "firstline": consumes intake and consent facts, asks intake for disclosure packages,
-    # publishes audit records.
+    # Link "firstline": consumes intake and consent facts, asks intake for disclosure packages
+    # and the consent service for the consents it decides on, publishes audit records.
     nats_user: str = "referral-fl"
     # Link "secondline": publishes routed tracks, consumes the case service's status facts.
     nats_sl_user: str = "referral-sl"
     nats_sl_password: SecretStr = SecretStr("")
     # How long a referral waits for intake's disclosure package before answering 503.
     disclosure_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    # How long a decision (a referral, a key, a joint-review link) waits for the consent
+    # service's answer before refusing with 503.
+    consent_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
 
     # agency -> office -> its languages and municipalities; table order breaks ties in routing.
     # Env: TWOLINE_REFERRAL_ROUTING_OFFICES='{"fedasil": {"brussels": {"languages": [...], ...}}}'

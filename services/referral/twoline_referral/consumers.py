@@ -1,4 +1,4 @@
-"""Referral consumers: zone-A facts on the `firstline` link, zone-B status on `secondline`.
+"""Referral consumers: consent facts on the `firstline` link, zone-B status on `secondline`.
 
 One function per event type, each a call into `service.py`. Payloads are validated: a malformed
 event raises, and the kernel sets it aside in the dead-letter table.
@@ -7,9 +7,9 @@ event raises, and the kernel sets it aside in the dead-letter table.
 from sqlmodel import Session
 
 from twoline_referral import service
+from twoline_referral.consents import ConsentSource
 from twoline_referral.disclosure import Fetcher
 from twoline_referral.models import (
-    ClientRegistered,
     ConsentGranted,
     ConsentWithdrawn,
     DisclosureRead,
@@ -24,11 +24,7 @@ DISCLOSURE_REQUESTED = "secondline.case.disclosure.requested"
 DISCLOSURE_READ = "secondline.case.disclosure.read"
 
 
-def on_client_registered(session: Session, event: Event) -> None:
-    service.record_client(session, data=ClientRegistered.model_validate(event.data))
-
-
-def on_consent_granted(fetch_disclosure: Fetcher) -> Handler:
+def on_consent_granted(fetch_disclosure: Fetcher, consents: ConsentSource) -> Handler:
     """A grant; one that covers a pending step-up request asks intake and releases it (F5)."""
 
     def handle(session: Session, event: Event) -> None:
@@ -36,6 +32,7 @@ def on_consent_granted(fetch_disclosure: Fetcher) -> Handler:
             session,
             data=ConsentGranted.model_validate(event.data),
             fetch_disclosure=fetch_disclosure,
+            consents=consents,
         )
 
     return handle
@@ -64,12 +61,12 @@ def on_disclosure_read(session: Session, event: Event) -> None:
     service.record_disclosure_read(session, data=DisclosureRead.model_validate(event.data))
 
 
-def bindings(*, fetch_disclosure: Fetcher) -> list[ConsumerBinding]:
+def bindings(*, fetch_disclosure: Fetcher, consents: ConsentSource) -> list[ConsumerBinding]:
     """The bridge's two durable consumers; `fetch_disclosure` asks intake for a step-up release
-    (the running service passes one over its first-line link, tests a stand-in)."""
+    and `consents` the consent service whether its grant still holds (the running service
+    passes both over its first-line link, tests stand-ins)."""
     firstline: dict[str, Handler] = {
-        "firstline.intake.client.registered": on_client_registered,
-        "firstline.consent.consent.granted": on_consent_granted(fetch_disclosure),
+        "firstline.consent.consent.granted": on_consent_granted(fetch_disclosure, consents),
         "firstline.consent.consent.withdrawn": on_consent_withdrawn,
     }
     secondline: dict[str, Handler] = {

@@ -2,15 +2,13 @@
 disclosure package holds, where it is routed, how a track's status may move, what the NGO may see
 of it, and how the consent projection folds its events."""
 
-import hashlib
-import json
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from twoline_referral.models import BusinessStatus, ReferralCreate, as_utc
+from twoline_referral.models import BusinessStatus, as_utc
 from twoline_shared import tasks
 from twoline_shared.auth import Agency
 from twoline_shared.codes import (
@@ -341,15 +339,3 @@ def joint_review_partners(
 
 def outcome_category(outcome: str | None) -> OutcomeCategory | None:
     return OUTCOME_CATEGORY[Outcome(outcome)] if outcome else None
-
-
-def request_fingerprint(body: ReferralCreate) -> str:
-    """A stable hash of what was asked, for Idempotency-Key replays (track order does not matter)."""
-    canonical = {
-        "client_ref": body.client_ref,
-        "tracks": sorted(track.value for track in body.tracks),
-        "urgency": body.urgency.value,
-        "note": body.note,
-    }
-    encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(encoded).hexdigest()

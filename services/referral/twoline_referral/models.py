@@ -58,16 +58,6 @@ class CancelReason(StrEnum):
     OTHER = StatusReason.OTHER.value
 
 
-class KnownClient(SQLModel, table=True):
-    """A client registered in intake: only the pseudonym and the org that owns it."""
-
-    __tablename__ = "known_client"
-
-    client_ref: str = Field(primary_key=True, max_length=64)
-    org: str = Field(index=True, max_length=100)
-    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
-
-
 class ConsentView(SQLModel, table=True):
     """The bridge's view of one consent grant; `inactive` once withdrawn, never active again."""
 
@@ -282,9 +272,6 @@ class Referral(SQLModel, table=True):
     """One NGO request for one or both tracks; lives in the bridge, never crosses to zone B."""
 
     __tablename__ = "referral"
-    __table_args__ = (
-        sa.UniqueConstraint("org", "idempotency_key", name="uq_referral_org_idempotency_key"),
-    )
 
     referral_id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     org: str = Field(index=True, max_length=100)
@@ -294,8 +281,6 @@ class Referral(SQLModel, table=True):
     note: str | None = Field(default=None, max_length=4000)
     created_by: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
-    idempotency_key: str | None = Field(default=None, max_length=255)
-    request_hash: str | None = Field(default=None, max_length=64)
     # The requester's cancellation; the note is zone A only, like `note`.
     cancel_reason: str | None = Field(default=None, max_length=32)
     cancel_note: str | None = Field(default=None, max_length=4000)
@@ -538,11 +523,6 @@ class _Payload(SQLModel):
     model_config = ConfigDict(extra="ignore")  # type: ignore[assignment]
 
 
-class ClientRegistered(_Payload):
-    client_ref: str = Field(min_length=1, max_length=64)
-    org: str = Field(min_length=1, max_length=100)
-
-
 class ConsentGranted(_Payload):
     consent_id: str = Field(min_length=1, max_length=64)
     client_ref: str = Field(min_length=1, max_length=64)
@@ -648,6 +628,29 @@ class JointReviewRequest(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     track_id: uuid.UUID
+
+
+class ConsentFacts(_Payload):
+    """One consent as the consent service states it (`svc.consent.active` / `.status`)."""
+
+    consent_id: str = Field(min_length=1, max_length=64)
+    client_ref: str = Field(min_length=1, max_length=64)
+    org: str = Field(min_length=1, max_length=100)
+    recipient: str = Field(min_length=1, max_length=32)
+    purposes: list[str] = Field(default_factory=list, max_length=16)
+    categories: list[str] = Field(default_factory=list, max_length=16)
+    valid_from: UtcDatetime | None = None
+    valid_until: UtcDatetime | None = None
+    status: ConsentStatus
+    withdrawn_at: UtcDatetime | None = None
+
+
+class ConsentsAnswer(_Payload):
+    """The consent service's answer, as of `checked_at` (its clock, taken before its read)."""
+
+    checked_at: UtcDatetime
+    client_known: bool | None = None
+    consents: list[ConsentFacts] = Field(default_factory=list, max_length=50)
 
 
 class DisclosedPackage(_Payload):

@@ -14,17 +14,12 @@ from twoline_referral.models import (
     DataKey,
     DisclosureRequest,
     DisclosureRequestStatus,
-    KnownClient,
     Referral,
     ReferralTrack,
     TrackStatusEntry,
 )
 from twoline_shared.codes import ConsentStatus
-from twoline_shared.db import utcnow
-
-
-def get_known_client(session: Session, *, client_ref: str) -> KnownClient | None:
-    return session.get(KnownClient, client_ref)
+from twoline_shared.db import insert_or_ignore, utcnow
 
 
 def get_consent(session: Session, *, consent_id: str) -> ConsentView | None:
@@ -53,6 +48,12 @@ def consents_by_id(session: Session, *, consent_ids: Iterable[str]) -> dict[str,
     return {row.consent_id: row for row in rows}
 
 
+def adopt_consent(session: Session, *, view: ConsentView) -> None:
+    """Add a consent the projection has not heard of yet; a row it holds stays as it is (a
+    withdrawn one stays withdrawn, and its grant event finds this one)."""
+    insert_or_ignore(session, view)
+
+
 def lock_consents(session: Session, *, consent_ids: Iterable[str]) -> list[ConsentView]:
     """The consents, re-read and locked until the transaction ends (Postgres `FOR UPDATE`).
 
@@ -76,8 +77,7 @@ def lock_consents(session: Session, *, consent_ids: Iterable[str]) -> list[Conse
 
 def save(
     session: Session,
-    row: KnownClient
-    | AccessLogEntry
+    row: AccessLogEntry
     | ConsentView
     | Referral
     | ReferralTrack
@@ -91,12 +91,6 @@ def save(
 def get_referral(session: Session, *, org: str, referral_id: uuid.UUID) -> Referral | None:
     return session.exec(
         select(Referral).where(Referral.org == org, Referral.referral_id == referral_id)
-    ).first()
-
-
-def get_referral_by_key(session: Session, *, org: str, idempotency_key: str) -> Referral | None:
-    return session.exec(
-        select(Referral).where(Referral.org == org, Referral.idempotency_key == idempotency_key)
     ).first()
 
 
@@ -114,7 +108,7 @@ def list_referrals(
 
 
 def add_referral(session: Session, *, referral: Referral) -> Referral:
-    """Insert a referral with its tracks; raises IntegrityError on a reused Idempotency-Key."""
+    """Insert a referral with its tracks."""
     session.add(referral)
     session.flush()
     return referral

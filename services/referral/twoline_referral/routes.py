@@ -3,10 +3,11 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from twoline_referral import service
 from twoline_referral.config import Settings
+from twoline_referral.consents import ConsentSource, consent_service
 from twoline_referral.disclosure import Fetcher, intake_fetcher
 from twoline_referral.models import (
     AccessLogPublic,
@@ -21,6 +22,7 @@ from twoline_referral.models import (
 )
 from twoline_shared.auth import NgoCaseworker
 from twoline_shared.db import SessionDep
+from twoline_shared.idempotency import IdempotencyDep, respond_once
 from twoline_shared.openapi import CALL_FAILED, CALL_UNAVAILABLE, ProblemType, problems
 from twoline_shared.pagination import PageDep
 
@@ -89,12 +91,15 @@ def get_disclosure_fetcher(request: Request) -> Fetcher:
     return intake_fetcher(runtime, timeout=runtime.settings.disclosure_timeout_seconds)
 
 
+def get_consent_source(request: Request) -> ConsentSource:
+    """The consent service's own state, asked over the running service's first-line link."""
+    runtime = request.app.state.runtime
+    return consent_service(runtime, timeout=runtime.settings.consent_timeout_seconds)
+
+
 SettingsDep = Annotated[Settings, Depends(get_service_settings)]
 DisclosureFetcherDep = Annotated[Fetcher, Depends(get_disclosure_fetcher)]
-# Visible ASCII only; it is compared, stored per org, and never logged.
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[!-~]+$")
-]
+ConsentSourceDep = Annotated[ConsentSource, Depends(get_consent_source)]
 
 
 @router.post(
@@ -111,21 +116,33 @@ def create_referral(
     principal: NgoCaseworker,
     settings: SettingsDep,
     fetch_disclosure: DisclosureFetcherDep,
-    idempotency_key: IdempotencyKey = None,
+    consents: ConsentSourceDep,
+    idempotency: IdempotencyDep,
 ):
     """Refer a client to the second line for one or both tracks, under the client's consent."""
-    referral, created = service.create_referral(
+
+    def create() -> tuple[ReferralPublic, str]:
+        referral = service.create_referral(
+            session,
+            principal=principal,
+            body=body,
+            offices=settings.routing_offices,
+            default_office=settings.routing_default_office,
+            fetch_disclosure=fetch_disclosure,
+            consents=consents,
+        )
+        return referral, str(referral.referral_id)
+
+    return respond_once(
+        idempotency,
         session,
-        principal=principal,
-        body=body,
-        idempotency_key=idempotency_key,
-        offices=settings.routing_offices,
-        default_office=settings.routing_default_office,
-        fetch_disclosure=fetch_disclosure,
+        response,
+        act=create,
+        replay=lambda referral_id: service.read_referral(
+            session, principal=principal, referral_id=uuid.UUID(referral_id)
+        ),
+        location=lambda referral_id: f"/v1/referrals/{referral_id}",
     )
-    if not created:
-        response.status_code = 200
-    return referral
 
 
 @router.get("", response_model=ReferralsPublic)
@@ -154,10 +171,31 @@ def read_referral(referral_id: ReferralId, session: SessionDep, principal: NgoCa
     responses=problems(404, REFERRAL_CLOSED, TRACK_CHANGED),
 )
 def cancel_referral(
-    referral_id: ReferralId, body: ReferralCancel, session: SessionDep, principal: NgoCaseworker
+    referral_id: ReferralId,
+    body: ReferralCancel,
+    response: Response,
+    session: SessionDep,
+    principal: NgoCaseworker,
+    idempotency: IdempotencyDep,
 ):
     """Cancel every open track of a referral of your organisation (the note stays here)."""
-    return service.cancel_referral(session, principal=principal, referral_id=referral_id, body=body)
+
+    def cancel() -> tuple[ReferralPublic, str]:
+        cancelled = service.cancel_referral(
+            session, principal=principal, referral_id=referral_id, body=body
+        )
+        return cancelled, str(cancelled.referral_id)
+
+    return respond_once(
+        idempotency,
+        session,
+        response,
+        act=cancel,
+        replay=lambda rid: service.read_referral(
+            session, principal=principal, referral_id=uuid.UUID(rid)
+        ),
+        status_code=200,
+    )
 
 
 @router.get("/{referral_id}/access-log", response_model=AccessLogPublic, responses=problems(404))
@@ -195,9 +233,28 @@ def list_disclosure_requests(
     responses=problems(404, REQUEST_DECIDED, TRACK_CHANGED),
 )
 def refuse_disclosure_request(
-    request_id: RequestId, body: DisclosureRefuse, session: SessionDep, principal: NgoCaseworker
+    request_id: RequestId,
+    body: DisclosureRefuse,
+    response: Response,
+    session: SessionDep,
+    principal: NgoCaseworker,
+    idempotency: IdempotencyDep,
 ):
     """Refuse a pending request (the client does not consent); the case worker sees it refused."""
-    return service.refuse_disclosure_request(
-        session, principal=principal, request_id=str(request_id), body=body
+
+    def refuse() -> tuple[DisclosureRequestPublic, str]:
+        refused = service.refuse_disclosure_request(
+            session, principal=principal, request_id=str(request_id), body=body
+        )
+        return refused, refused.request_id
+
+    return respond_once(
+        idempotency,
+        session,
+        response,
+        act=refuse,
+        replay=lambda rid: service.read_disclosure_request(
+            session, principal=principal, request_id=rid
+        ),
+        status_code=200,
     )

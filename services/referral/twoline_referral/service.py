@@ -6,17 +6,18 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from twoline_referral import domain, repository
+from twoline_referral.consents import ConsentSource
 from twoline_referral.disclosure import Fetcher
 from twoline_referral.models import (
     AccessLogEntry,
     AccessLogEntryPublic,
     BusinessStatus,
-    ClientRegistered,
+    ConsentFacts,
     ConsentGranted,
+    ConsentsAnswer,
     ConsentView,
     ConsentWithdrawn,
     DisclosureKeyRequest,
@@ -27,7 +28,6 @@ from twoline_referral.models import (
     DisclosureRequestPublic,
     DisclosureRequestStatus,
     JointReviewRequest,
-    KnownClient,
     Referral,
     ReferralCancel,
     ReferralCreate,
@@ -41,7 +41,7 @@ from twoline_referral.models import (
 from twoline_shared import crypto
 from twoline_shared.audit import record_audit
 from twoline_shared.auth import Agency, Principal
-from twoline_shared.codes import StatusReason, TaskStatus, Track
+from twoline_shared.codes import ConsentStatus, StatusReason, TaskStatus, Track
 from twoline_shared.db import utcnow
 from twoline_shared.errors import Conflict, Invalid, NotFound
 from twoline_shared.events import Event, new_event
@@ -62,32 +62,17 @@ DISCLOSURE_WITHDRAWN = "disclosure-withdrawn"
 # ---------------------------------------------------------------- projections (consumers)
 
 
-def record_client(session: Session, *, data: ClientRegistered) -> None:
-    """Remember which org owns a client_ref; the first registration wins."""
-    known = repository.get_known_client(session, client_ref=data.client_ref)
-    if known is None:
-        repository.save(session, KnownClient(client_ref=data.client_ref, org=data.org))
-    elif known.org != data.org:
-        log.warning("client.registered for a known client_ref from another org; ignored")
-
-
 def record_consent_granted(
-    session: Session, *, data: ConsentGranted, fetch_disclosure: Fetcher
+    session: Session, *, data: ConsentGranted, fetch_disclosure: Fetcher, consents: ConsentSource
 ) -> None:
     """Project a grant; a consent already withdrawn stays inactive (a late grant never revives it).
 
-    F5: a grant that covers a pending step-up request of its agency releases it (`_release`).
+    F5: a grant that covers a pending step-up request of its agency releases it (`_release`),
+    if the consent service still holds it active.
     """
-    consent = repository.get_consent(session, consent_id=data.consent_id)
-    current = consent.status if consent is not None else None
-    if consent is None:
-        consent = ConsentView(
-            consent_id=data.consent_id,
-            client_ref=data.client_ref,
-            org=data.org,
-            recipient=data.recipient,
-        )
-    elif (consent.client_ref, consent.org, consent.recipient) != (
+    consent = _projected(session, data=data)
+    current = consent.status
+    if (consent.client_ref, consent.org, consent.recipient) != (
         data.client_ref,
         data.org,
         data.recipient,
@@ -102,7 +87,9 @@ def record_consent_granted(
     consent.status = domain.status_after_grant(current).value
     consent.updated_at = utcnow()
     repository.save(session, consent)
-    _release_step_ups(session, consent=consent, fetch_disclosure=fetch_disclosure)
+    _release_step_ups(
+        session, consent=consent, fetch_disclosure=fetch_disclosure, consents=consents
+    )
 
 
 def record_consent_withdrawn(session: Session, *, data: ConsentWithdrawn) -> None:
@@ -115,15 +102,8 @@ def record_consent_withdrawn(session: Session, *, data: ConsentWithdrawn) -> Non
     `track.cancelled` event so that zone B deletes its sealed copy too. A withdrawal of a consent
     already withdrawn emits nothing again.
     """
-    consent = repository.get_consent(session, consent_id=data.consent_id)
-    already_withdrawn = consent is not None and consent.withdrawn_at is not None
-    if consent is None:
-        consent = ConsentView(
-            consent_id=data.consent_id,
-            client_ref=data.client_ref,
-            org=data.org,
-            recipient=data.recipient,
-        )
+    consent = _projected(session, data=data)
+    already_withdrawn = consent.withdrawn_at is not None
     consent.status = domain.status_after_withdrawal(consent.status).value
     consent.withdrawn_at = consent.withdrawn_at or data.withdrawn_at or utcnow()
     consent.updated_at = utcnow()
@@ -150,6 +130,23 @@ def record_consent_withdrawn(session: Session, *, data: ConsentWithdrawn) -> Non
             reason=reason,
             purge_requested=True,
         )
+
+
+def _projected(session: Session, *, data: ConsentGranted | ConsentWithdrawn) -> ConsentView:
+    """The projection row of a consent, added (active) if this is the first the bridge hears of
+    it, and held until commit: a referral adopting the same consent, or a replica applying
+    another of its events, waits instead of failing on the key."""
+    repository.adopt_consent(
+        session,
+        view=ConsentView(
+            consent_id=data.consent_id,
+            client_ref=data.client_ref,
+            org=data.org,
+            recipient=data.recipient,
+        ),
+    )
+    [row] = repository.lock_consents(session, consent_ids=[data.consent_id])
+    return row
 
 
 def _destroy_data_key(session: Session, *, consent: ConsentView, at: datetime) -> None:
@@ -415,6 +412,18 @@ def list_disclosure_requests(
     return [_request_view(r) for r in rows], count
 
 
+def read_disclosure_request(
+    session: Session, *, principal: Principal, request_id: str
+) -> DisclosureRequestPublic:
+    """One step-up request for a client of the caller's org; another org's is none (F7)."""
+    row = repository.get_own_disclosure_request(
+        session, org=principal.org or "", request_id=request_id
+    )
+    if row is None:
+        raise NotFound(f"No disclosure request {request_id} in your organisation.")
+    return _request_view(row)
+
+
 def refuse_disclosure_request(
     session: Session, *, principal: Principal, request_id: str, body: DisclosureRefuse
 ) -> DisclosureRequestPublic:
@@ -464,7 +473,9 @@ def refuse_disclosure_request(
     return _request_view(row)
 
 
-def _release_step_ups(session: Session, *, consent: ConsentView, fetch_disclosure: Fetcher) -> None:
+def _release_step_ups(
+    session: Session, *, consent: ConsentView, fetch_disclosure: Fetcher, consents: ConsentSource
+) -> None:
     """Release every pending step-up request a new grant covers (F5), all or nothing.
 
     For each pending request of this client and agency on an open track whose categories the
@@ -495,6 +506,13 @@ def _release_step_ups(session: Session, *, consent: ConsentView, fetch_disclosur
         ):
             covered.append((row, track))
     if not covered:
+        return
+    # F0: the grant may have been withdrawn since it was announced; release nothing then.
+    answer = consents.status([consent.consent_id])
+    current = {c.consent_id: c for c in answer.consents}.get(consent.consent_id)
+    if current is None or not domain.consent_permits_referral(
+        current, org=consent.org, client_ref=consent.client_ref, agency=agency, now=now
+    ):
         return
     categories = domain.disclosed_categories(consent.categories)
     # In memory only: it leaves sealed in the released events, never stored in plaintext.
@@ -558,40 +576,34 @@ def create_referral(
     *,
     principal: Principal,
     body: ReferralCreate,
-    idempotency_key: str | None,
     offices: Mapping[str, Mapping[str, domain.OfficeFacts]],
     default_office: Mapping[str, str],
     fetch_disclosure: Fetcher,
-) -> tuple[ReferralPublic, bool]:
-    """Refer a client for one or both tracks; returns the referral and whether it is new.
+    consents: ConsentSource,
+) -> ReferralPublic:
+    """Refer a client for one or both tracks.
 
     F0: every track needs an active `referral` consent for its agency; if one is missing the
-    whole request is refused and nothing is stored or routed.
+    whole request is refused and nothing is stored or routed. The consents are the consent
+    service's own, asked now: a grant it answered `201` a moment ago counts, a withdrawal it
+    answered `200` a moment ago refuses. If it does not answer, the referral is refused (503).
     F2: intake is asked once for what the chosen consents grant together; each track's package
     holds exactly what its own agency's consent grants. If intake cannot answer, nothing is stored.
     """
     org = principal.org or ""
-    fingerprint = domain.request_fingerprint(body)
-    if idempotency_key is not None:
-        existing = repository.get_referral_by_key(session, org=org, idempotency_key=idempotency_key)
-        if existing is not None:
-            return _view(session, _replay(existing, fingerprint)), False
-
-    client = repository.get_known_client(session, client_ref=body.client_ref)
-    if client is None or client.org != org:
-        raise NotFound(f"No client {body.client_ref!r} in your organisation.")
-
     tracks = sorted(body.tracks)  # one stable order for the response, the events and the audit
     agencies = domain.agencies_for(tracks)
+    answer = consents.active(body.client_ref, org)
+    if not answer.client_known:
+        raise NotFound(f"No client {body.client_ref!r} in your organisation.")
+    now = utcnow()
     chosen, missing = domain.choose_consents(
-        agencies,
-        repository.active_consents(session, org=org, client_ref=body.client_ref),
-        org=org,
-        client_ref=body.client_ref,
-        now=utcnow(),
+        agencies, answer.consents, org=org, client_ref=body.client_ref, now=now
     )
     if missing:
-        raise _consent_missing(client_ref=body.client_ref, missing=missing, tracks=tracks)
+        raise _consent_missing(
+            client_ref=body.client_ref, missing=missing, tracks=tracks, answer=answer
+        )
 
     union = domain.union_of_categories(chosen.values())
     disclosed = fetch_disclosure(body.client_ref, org, union) if union else {}
@@ -599,7 +611,11 @@ def create_referral(
     # In memory only: the packages leave sealed in the routed events, never stored in plaintext.
     packages = {a: domain.package_for(categories[a], disclosed) for a in agencies}
 
-    now = utcnow()
+    # The writes start here, after both calls: the consents the tracks go under enter the
+    # projection (if its stream has not brought them yet), locked until commit and checked again.
+    views = _lock_and_check_again(
+        session, chosen=chosen, org=org, client_ref=body.client_ref, now=now, answer=answer
+    )
     referral = Referral(
         org=org,
         client_ref=body.client_ref,
@@ -607,8 +623,6 @@ def create_referral(
         note=body.note,
         created_by=principal.sub,
         created_at=now,
-        idempotency_key=idempotency_key,
-        request_hash=fingerprint if idempotency_key is not None else None,
     )
     referral.tracks = [
         ReferralTrack(
@@ -624,7 +638,7 @@ def create_referral(
                 offices=offices,
                 default_office=default_office,
             ),
-            consent_id=chosen[agency].consent_id,
+            consent_id=views[agency].consent_id,
             status_changed_at=now,
             created_at=now,
         )
@@ -632,28 +646,15 @@ def create_referral(
     ]
     for row in referral.tracks:
         row.history = [TrackStatusEntry(track_id=row.track_id, status=row.status, at=now)]
-    try:
-        repository.add_referral(session, referral=referral)
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key won the insert: answer as a replay.
-        session.rollback()
-        if idempotency_key is None:
-            raise
-        existing = repository.get_referral_by_key(session, org=org, idempotency_key=idempotency_key)
-        if existing is None:
-            raise
-        return _view(session, _replay(existing, fingerprint)), False
+    repository.add_referral(session, referral=referral)
 
-    # After the referral's own insert, so that a racing replay is answered before anything is
-    # locked or any key made; a refusal here rolls the insert back with the rest.
-    _lock_and_check_again(session, chosen=chosen, org=org, client_ref=body.client_ref, now=now)
     _record_consent_decisions(
-        session, principal=principal, chosen=chosen, client_ref=body.client_ref
+        session, principal=principal, chosen=views, client_ref=body.client_ref, answer=answer
     )
-    keys = {agency: _data_key(session, consent=chosen[agency]) for agency in agencies}
+    keys = {agency: _data_key(session, consent=views[agency]) for agency in agencies}
     for track in referral.tracks:
         agency = Agency(track.agency)
-        consent = chosen[agency]
+        consent = views[agency]
         key_id, key = keys[agency]
         # F2, F4: the package travels sealed under its consent's key and bound to this track;
         # the plaintext is in no event, outbox row or table.
@@ -708,40 +709,74 @@ def create_referral(
         consent_ids=[t.consent_id for t in referral.tracks],
         purpose="referral",
     )
-    return _view(session, referral), True
+    return _view(session, referral)
 
 
 def _lock_and_check_again(
     session: Session,
     *,
-    chosen: Mapping[Agency, ConsentView],
+    chosen: Mapping[Agency, ConsentFacts],
     org: str,
     client_ref: str,
     now: datetime,
-) -> None:
-    """Hold the chosen consents until commit and check them again (F0, F4).
+    answer: ConsentsAnswer,
+) -> dict[Agency, ConsentView]:
+    """The projection rows of the chosen consents, added if the stream has not brought them yet,
+    held until commit and checked again (F0, F4).
 
-    A withdrawal applied while this referral was being built (intake was being asked) either
-    came first, and the referral is refused, or waits for this commit and then cancels the new
-    tracks and destroys the key.
+    A withdrawal the bridge applied while this referral was being built (the consent service
+    or intake was being asked) either came first, and the referral is refused, or waits for this
+    commit and then cancels the new tracks and destroys the key. A row added here never
+    revives a withdrawn consent: a withdrawn row is kept as it is, and refuses.
     """
-    repository.lock_consents(session, consent_ids=[c.consent_id for c in chosen.values()])
-    gone = [
-        agency
-        for agency, consent in chosen.items()
-        if not domain.consent_permits_referral(
-            consent, org=org, client_ref=client_ref, agency=agency, now=now
+    for consent in chosen.values():
+        repository.adopt_consent(session, view=_view_of(consent))
+    locked = {
+        row.consent_id: row
+        for row in repository.lock_consents(
+            session, consent_ids=[c.consent_id for c in chosen.values()]
         )
-    ]
+    }
+    views: dict[Agency, ConsentView] = {}
+    gone: list[Agency] = []
+    for agency, consent in chosen.items():
+        view = locked.get(consent.consent_id)
+        if view is None or not domain.consent_permits_referral(
+            view, org=org, client_ref=client_ref, agency=agency, now=now
+        ):
+            gone.append(agency)
+        else:
+            views[agency] = view
     if gone:
-        raise _consent_missing(client_ref=client_ref, missing=gone, tracks=None)
+        raise _consent_missing(client_ref=client_ref, missing=gone, tracks=None, answer=answer)
+    return views
+
+
+def _view_of(consent: ConsentFacts) -> ConsentView:
+    """A projection row for a consent the consent service holds active now."""
+    return ConsentView(
+        consent_id=consent.consent_id,
+        client_ref=consent.client_ref,
+        org=consent.org,
+        recipient=consent.recipient,
+        purposes=sorted(set(consent.purposes)),
+        categories=sorted(set(consent.categories)),
+        valid_from=consent.valid_from,
+        valid_until=consent.valid_until,
+        status=ConsentStatus.ACTIVE.value,
+    )
 
 
 def _record_consent_decisions(
-    session: Session, *, principal: Principal, chosen: Mapping[Agency, ConsentView], client_ref: str
+    session: Session,
+    *,
+    principal: Principal,
+    chosen: Mapping[Agency, ConsentView],
+    client_ref: str,
+    answer: ConsentsAnswer,
 ) -> None:
     """F0: the permitting consent decision, one per agency (the denying one is
-    `_consent_missing`)."""
+    `_consent_missing`), with the moment of the consent service's state it was taken from."""
     for agency, consent in sorted(chosen.items()):
         record_audit(
             session,
@@ -755,11 +790,12 @@ def _record_consent_decisions(
             agency=agency.value,
             purpose="referral",
             categories=sorted(consent.categories),
+            consent_checked_at=answer.checked_at.isoformat(),
         )
 
 
 def _consent_missing(
-    *, client_ref: str, missing: list[Agency], tracks: list[Track] | None
+    *, client_ref: str, missing: list[Agency], tracks: list[Track] | None, answer: ConsentsAnswer
 ) -> Invalid:
     """F0: the refusal of a referral without consent, and its denying consent decision (the
     kernel records it in a transaction of its own, since the request's rolls back)."""
@@ -776,6 +812,7 @@ def _consent_missing(
             "agencies": agencies,
             "tracks": [t.value for t in tracks] if tracks else None,
             "purpose": "referral",
+            "consent_checked_at": answer.checked_at.isoformat(),
         },
     )
 
@@ -790,15 +827,6 @@ def _data_key(session: Session, *, consent: ConsentView) -> tuple[str, bytes]:
         # Only a withdrawn consent's key is destroyed, and this one was just checked as active.
         raise Conflict("The consent's key was destroyed meanwhile.", slug="consent-withdrawn")
     return key.key_id, key.key_bytes
-
-
-def _replay(existing: Referral, fingerprint: str) -> Referral:
-    if existing.request_hash != fingerprint:
-        raise Conflict(
-            "This Idempotency-Key was already used for a different request.",
-            slug="idempotency-key-reused",
-        )
-    return existing
 
 
 def _own_referral(session: Session, *, principal: Principal, referral_id: uuid.UUID) -> Referral:
@@ -946,22 +974,32 @@ def _track_view(track: ReferralTrack, *, feedback: bool) -> TrackPublic:
 # ---------------------------------------------------------------- the key call (F4)
 
 
-def release_data_key(session: Session, *, request: DisclosureKeyRequest) -> dict[str, str]:
+def release_data_key(
+    session: Session, *, request: DisclosureKeyRequest, consents: ConsentSource
+) -> dict[str, str]:
     """The data key a routed track's package is sealed under, for zone B to open it in memory.
 
     404 for an unknown track or key, or a key the track was not routed under; 409
-    `disclosure-withdrawn` once the track's consent is withdrawn (its key destroyed, F4).
+    `disclosure-withdrawn` once the track's consent is withdrawn (its key destroyed, F4) — as
+    the consent service holds it now, also before the bridge has heard of the withdrawal.
     Every release is an audit record (ids only): a witness, outside zone B, of each read (F9).
     """
     track = repository.get_track(session, track_id=request.track_id)
     key = repository.get_data_key(session, key_id=request.key_id)
-    consent = repository.get_consent(session, consent_id=track.consent_id) if track else None
     decision = domain.judge_key_request(
         track_consent_id=track.consent_id if track else None,
         key=key,
-        consent=consent,
+        consent=repository.get_consent(session, consent_id=track.consent_id) if track else None,
         now=utcnow(),
     )
+    if decision is domain.KeyDecision.RELEASE and track is not None:
+        # F0: the projection may not have heard of a withdrawal yet; the consent service has.
+        decision = domain.judge_key_request(
+            track_consent_id=track.consent_id,
+            key=key,
+            consent=_current(consents, track.consent_id),
+            now=utcnow(),
+        )
     if decision is domain.KeyDecision.UNKNOWN or track is None or key is None:
         raise NotFound("No disclosure key for this track.")
     if decision is domain.KeyDecision.WITHDRAWN or key.key_bytes is None:
@@ -984,7 +1022,9 @@ def release_data_key(session: Session, *, request: DisclosureKeyRequest) -> dict
     return {"key": crypto.encode_key(key.key_bytes)}
 
 
-def release_joint_review(session: Session, *, request: JointReviewRequest) -> dict[str, list[str]]:
+def release_joint_review(
+    session: Session, *, request: JointReviewRequest, consents: ConsentSource
+) -> dict[str, list[str]]:
     """The other agency's tracks for the same person that this track's case may be reviewed
     with: only while both consents grant `joint_review` (F5, F6); none otherwise.
 
@@ -1003,10 +1043,16 @@ def release_joint_review(session: Session, *, request: JointReviewRequest) -> di
             session, org=referral.org, client_ref=referral.client_ref, agency=agency.value
         )
     ]
-    consents = repository.consents_by_id(
+    projected = repository.consents_by_id(
         session, consent_ids=[track.consent_id, *(c.consent_id for c in candidates)]
     )
-    partners = domain.joint_review_partners(track, candidates, consents, now=utcnow())
+    partners = domain.joint_review_partners(track, candidates, projected, now=utcnow())
+    if partners:
+        # F0: both sides as the consent service holds them now, not as the stream told it.
+        current = consents.status(sorted({track.consent_id, *(p.consent_id for p in partners)}))
+        partners = domain.joint_review_partners(
+            track, partners, {c.consent_id: c for c in current.consents}, now=utcnow()
+        )
     linked = [str(p.track_id) for p in partners]
     if linked:
         _audit_track(
@@ -1020,6 +1066,12 @@ def release_joint_review(session: Session, *, request: JointReviewRequest) -> di
             purpose="joint_review",
         )
     return {"linked_track_ids": linked}
+
+
+def _current(consents: ConsentSource, consent_id: str) -> ConsentFacts | None:
+    """One consent as the consent service holds it now; None if it does not know it."""
+    answer = consents.status([consent_id])
+    return next((c for c in answer.consents if c.consent_id == consent_id), None)
 
 
 def record_call_refusal(
