@@ -31,7 +31,8 @@ from twoline_audit.models import AuditEntry, AuditTreeNode
 from twoline_intake.app import create_app as create_intake_app
 from twoline_intake.config import Settings as IntakeSettings
 from twoline_shared.db import session_scope
-from twoline_shared.events import Event, new_event
+from twoline_shared.errors import Invalid
+from twoline_shared.events import Event, decode, new_event
 from twoline_shared.inbox import InboxConsumer, InboxRecord
 from twoline_shared.outbox import OutboxMessage
 
@@ -207,6 +208,26 @@ def test_a_redelivered_record_is_appended_once(log, issuer):
     with Session(engine) as session:
         outcomes = {r.event_id: r.outcome for r in session.exec(select(InboxRecord)).all()}
     assert outcomes == {record.id: "applied", stray.id: "ignored"}
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        b'{"specversion": "1.0", "id": "a-1", "source": "/x", "type": "audit.x.y.read", "data": [1]}',
+        b'{"specversion": "1.0", "id": "a-2", "source": "/x", "type": "audit.x.y.read"}',
+        b'{"specversion": "1.0", "id": "a-3", "source": "/x", "type": "audit.x.y.read",'
+        b' "time": "2026-01-01T00:00:00Z", "data_base64": "AAE="}',
+    ],
+    ids=["list-data", "no-time-no-data", "binary-data"],
+)
+def test_a_valid_cloudevent_that_is_no_audit_record_is_refused_and_not_appended(
+    log, issuer, envelope
+):
+    """The kernel accepts every spec-valid envelope; the audit log only records of fields."""
+    event = decode(envelope)
+    with pytest.raises(Invalid):  # the inbox dead-letters it at once (PERMANENT)
+        feed(log, event)
+    assert entries(log, issuer)["count"] == 0
 
 
 def test_entries_page_from_an_index(log, issuer):

@@ -3,6 +3,7 @@
 from sqlmodel import Session
 
 from twoline_audit import service
+from twoline_shared.errors import Invalid
 from twoline_shared.events import Event
 from twoline_shared.inbox import ConsumerBinding, Handler
 
@@ -10,7 +11,13 @@ AUDIT_PREFIX = "audit."
 
 
 def on_audit_record(session: Session, event: Event) -> None:
-    """Any service recorded an audit fact: append it to the chain."""
+    """Any service recorded an audit fact: append it to the chain.
+
+    A record is an object of fields with the time it was made; an envelope that is a valid
+    CloudEvent but not that is set aside (dead-lettered at once), never appended.
+    """
+    if not isinstance(event.data, dict) or event.time is None or event.data_base64 is not None:
+        raise Invalid("An audit record carries an object of fields and its time.")
     service.append(session, event=event)
 
 
