@@ -248,6 +248,18 @@ def test_commands_that_mint_their_own_token_refuse_without_an_issuer_key(
     assert not (tmp_path / KEY_FILE).exists()
 
 
+def test_nats_provision_without_stored_passwords_exits_2_and_creates_none(
+    clean_environment, tmp_path, capsys
+):
+    """Like the issuer key: made-up passwords would match no server's config."""
+    argv = ["nats", "provision", "--data-dir", str(tmp_path), "--url", "nats://127.0.0.1:1"]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"no NATS passwords in {tmp_path / 'nats-passwords.json'}" in err
+    assert not (tmp_path / "nats-passwords.json").exists()
+
+
 def test_audit_verify_with_a_given_token_needs_no_issuer_key(clean_environment, tmp_path, capsys):
     # Nothing listens at this URL: the command gets as far as asking, which needs no key.
     code = cli.main(

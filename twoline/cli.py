@@ -218,7 +218,17 @@ def cmd_nats_provision(args: argparse.Namespace) -> int:
         if plain:
             passwords[user] = plain
     if len(passwords) < len(ADMINS):
-        passwords = load_passwords(args.data_dir / "nats-passwords.json")
+        stored = args.data_dir / "nats-passwords.json"
+        if not stored.exists():
+            # Never made up here: new passwords would match no server's config.
+            print(
+                f"twoline nats provision: no NATS passwords in {stored} (start a stack with "
+                "`make run`, point --data-dir / TWOLINE_DATA_DIR at its data dir, or set the "
+                "admins' NATS_*_ADMIN_PASSWORD_PLAIN)",
+                file=sys.stderr,
+            )
+            return 2
+        passwords = load_passwords(stored)
     run_provision(args.url, passwords)
     print(f"provisioned streams and consumers on {args.url}")
     return 0
