@@ -55,6 +55,7 @@ from twoline_shared.policy import app_routes, required_roles
 
 REF = "#/components/schemas/"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 # The licence of the project (pyproject.toml), as an SPDX identifier (OpenAPI 3.1).
 LICENSE = {"name": "EUPL-1.2", "identifier": "EUPL-1.2"}
@@ -424,8 +425,10 @@ def _describe_operation(route: APIRoute, path: str, operation: dict[str, Any]) -
         automatic.append(VALIDATION)
     if body:
         automatic += [BAD_REQUEST, TOO_LARGE]
+    replayable = False
     for parameter in parameters:
         if parameter.get("in") == "header" and parameter.get("name") == IDEMPOTENCY_HEADER:
+            replayable = True
             automatic.append(IDEMPOTENCY_KEY_REUSED)
             parameter.setdefault("description", IDEMPOTENCY_KEY_ABOUT)
     for found in automatic:
@@ -438,6 +441,12 @@ def _describe_operation(route: APIRoute, path: str, operation: dict[str, Any]) -
     for status, types in sorted(by_status.items()):
         responses[str(status)] = _problem_response(types, instance=instance, issues=issues)
     for status, response in responses.items():
+        if replayable and status.startswith("2"):
+            response.setdefault("headers", {})[REPLAYED_HEADER] = {
+                "description": f"`true` when this answer replays an earlier request with the same "
+                f"`{IDEMPOTENCY_HEADER}`: nothing was created or changed this time.",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
         if status == "201":
             response.setdefault("headers", {})["Location"] = {
                 "description": "The path of the resource this request created.",
