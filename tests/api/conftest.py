@@ -119,12 +119,18 @@ class Seeds:
     """
 
     client_refs: list[str] = field(default_factory=list)
+    contact_ids: list[str] = field(default_factory=list)
     consent_ids: list[str] = field(default_factory=list)
     consent_client_refs: list[str] = field(default_factory=list)
     referral_ids: list[str] = field(default_factory=list)
     referral_client_refs: list[str] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
     case_ids: list[str] = field(default_factory=list)
+    # The track of each seeded case: a path naming the case names its own track.
+    case_tracks: dict[str, str] = field(default_factory=dict)
+    step_ids: list[str] = field(default_factory=list)
+    session_ids: list[str] = field(default_factory=list)
+    decision_ids: list[str] = field(default_factory=list)
     traced_referral_ids: list[str] = field(default_factory=list)
     entry_indexes: list[int] = field(default_factory=list)
 
@@ -229,7 +235,8 @@ def seed(stack: Live) -> None:
             body = {"display_name": f"Seed Client {n}", "languages": ["fr"], "needs": ["shelter"]}
             client_ref = _ok(intake.post("/v1/clients", json=body, headers=ngo), 201)["client_ref"]
             contact = {"kind": "inform", "topics": ["shelter"], "date": "2026-01-05"}
-            _ok(intake.post(f"/v1/clients/{client_ref}/contacts", json=contact, headers=ngo), 201)
+            path = f"/v1/clients/{client_ref}/contacts"
+            s.contact_ids.append(_ok(intake.post(path, json=contact, headers=ngo), 201)["id"])
             s.client_refs.append(client_ref)
 
         def grant(client_ref: str, agency: str) -> str | None:
@@ -287,9 +294,22 @@ def seed(stack: Live) -> None:
             accept = f"/v1/cases/{case_id}/tracks/{track}/accept"
             _ok(case.post(accept, headers=performer[track]))
         s.case_ids = [*cases["legal_stay"], *cases["return"]]
+        s.case_tracks = {case_id: track for track, ids in cases.items() for case_id in ids}
         ask = {"categories": ["health"], "reason": "medical_assessment"}
         path = f"/v1/cases/{cases['legal_stay'][1]}/disclosure-requests"
         _ok(case.post(path, json=ask, headers=performer["legal_stay"]), 201)
+        # Track work to read back: a session and a decision, and a return step.
+        coach, counsellor = performer["legal_stay"], performer["return"]
+        legal_stay = f"/v1/cases/{cases['legal_stay'][0]}"
+        work = {"date": "2026-01-22", "mode": "in_person", "interpreter": False}
+        held = _ok(case.post(f"{legal_stay}/sessions", json=work, headers=coach), 201)
+        s.session_ids.append(held["id"])
+        decided = {"decision": "undecided", "date": "2026-01-22"}
+        made = _ok(case.post(f"{legal_stay}/decisions", json=decided, headers=coach), 201)
+        s.decision_ids.append(made["id"])
+        step = f"/v1/cases/{cases['return'][0]}/tracks/return/steps"
+        moved = _ok(case.post(step, json={"step": "informing"}, headers=counsellor), 201)
+        s.step_ids.extend([moved["id"]] if "id" in moved else [])
 
         def requests_seen() -> list[str] | None:
             page = _ok(referral.get("/v1/disclosure-requests", headers=ngo))

@@ -63,17 +63,28 @@ CLAIMS: dict[Role, dict[str, str]] = {
 
 # Which seeds each service's path and query parameters take (conftest.Seeds).
 SEEDED: dict[str, dict[tuple[ParameterLocation, str], str]] = {
-    "intake": {(ParameterLocation.PATH, "client_ref"): "client_refs"},
+    "intake": {
+        (ParameterLocation.PATH, "client_ref"): "client_refs",
+        (ParameterLocation.PATH, "contact_id"): "contact_ids",
+    },
     "consent": {
         (ParameterLocation.PATH, "consent_id"): "consent_ids",
         (ParameterLocation.QUERY, "client_ref"): "consent_client_refs",
+        (ParameterLocation.BODY, "client_ref"): "consent_client_refs",
     },
     "referral": {
         (ParameterLocation.PATH, "referral_id"): "referral_ids",
         (ParameterLocation.PATH, "request_id"): "request_ids",
         (ParameterLocation.QUERY, "client_ref"): "referral_client_refs",
+        (ParameterLocation.BODY, "client_ref"): "referral_client_refs",
     },
-    "case-resolution": {(ParameterLocation.PATH, "case_id"): "case_ids"},
+    "case-resolution": {
+        (ParameterLocation.PATH, "case_id"): "case_ids",
+        (ParameterLocation.PATH, "step_id"): "step_ids",
+        (ParameterLocation.PATH, "session_id"): "session_ids",
+        (ParameterLocation.PATH, "decision_id"): "decision_ids",
+        (ParameterLocation.PATH, "request_id"): "request_ids",
+    },
     "audit": {
         (ParameterLocation.PATH, "entry_id"): "entry_indexes",
         (ParameterLocation.PATH, "referral_id"): "traced_referral_ids",
@@ -126,20 +137,27 @@ def headers_of(live: Live, role: Role | None) -> dict[str, str]:
 
 
 def with_seeds(case: Any, service: str, seeds: Seeds) -> None:
-    """Every other valid case names seeded resources in its path (and `client_ref` query)."""
+    """Every other case names seeded resources where its values are valid: in its path, its
+    `client_ref` query or body field; a seeded case's path names that case's own track."""
     key = case.operation.label
     drawn = _DRAWN[key]
     _DRAWN[key] += 1
     if drawn % 2:
         return
     for (location, name), attribute in SEEDED[service].items():
-        container = case.path_parameters if location is ParameterLocation.PATH else case.query
+        container = {
+            ParameterLocation.PATH: case.path_parameters,
+            ParameterLocation.QUERY: case.query,
+            ParameterLocation.BODY: case.body,
+        }[location]
         values = getattr(seeds, attribute)
-        if container is None or name not in container or not values:
+        if not isinstance(container, dict) or name not in container or not values:
             continue
         if case.meta is not None and case.meta.is_negative_at(location):
             continue  # the invalid value is the point of this case
         container[name] = values[(drawn // 2) % len(values)]
+        if name == "case_id" and "track" in container:
+            container["track"] = seeds.case_tracks[container[name]]
 
 
 @pytest.fixture(scope="module")
