@@ -23,6 +23,7 @@ without Internet access: their pages name no URL but the service's own.
 
 import copy
 import inspect
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -405,6 +406,9 @@ def describe(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"{where} and {operation_ids[route.name]} share {route.name!r}")
             operation_ids[route.name] = where
             operation["operationId"] = route.name
+            if route.description:
+                # STYLE: the route's one-line docstring is its summary (not its function name).
+                operation["summary"] = _first_sentence(route.description)
             _describe_operation(route, path, operation)
     return document
 
@@ -454,6 +458,12 @@ def _describe_operation(route: APIRoute, path: str, operation: dict[str, Any]) -
                 "schema": {"type": "string"},
             }
     operation["responses"] = dict(sorted(responses.items()))
+
+
+def _first_sentence(docstring: str) -> str:
+    paragraph = " ".join(docstring.split("\n\n")[0].split())
+    match = re.match(r"(.+?[.!?])(\s|$)", paragraph)
+    return match.group(1) if match else paragraph
 
 
 def _restore_nulls(document: dict[str, Any], value: Any, schema: dict[str, Any]) -> None:

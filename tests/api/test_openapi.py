@@ -82,12 +82,15 @@ def test_the_document_names_its_servers_contact_and_licence(name):
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_every_operation_id_is_its_route_functions_name_and_unique(name):
+def test_every_operation_is_named_by_its_route_function_and_summed_up_by_its_docstring(name):
     routes = {key: route.name for key, route in app_routes(bare_app(name)).items()}
     ids = [operation["operationId"] for _, _, operation in operations(name)]
     assert len(ids) == len(set(ids)), f"{name}: operationIds repeat"
     for method, path, operation in operations(name):
         assert operation["operationId"] == routes[(method, path)]
+        # The summary is the route's one-line docstring (STYLE.md), not its function name.
+        assert operation["summary"].endswith((".", "?", "!"))
+        assert operation["summary"] in " ".join(operation["description"].split())
 
 
 @pytest.mark.parametrize(("name", "method", "path"), OPERATIONS, ids=IDS)
