@@ -7,11 +7,15 @@ from enum import StrEnum
 
 
 class Agency(StrEnum):
+    """A second-line agency: the Immigration Office (ICAM coaches) or Fedasil (return counsellors)."""
+
     IMMIGRATION_OFFICE = "immigration_office"
     FEDASIL = "fedasil"
 
 
 class Track(StrEnum):
+    """A track of a referral: legal stay (ICAM) or assisted voluntary return (Fedasil)."""
+
     LEGAL_STAY = "legal_stay"
     RETURN = "return"
 
@@ -21,6 +25,8 @@ TRACK_AGENCY = {Track.LEGAL_STAY: Agency.IMMIGRATION_OFFICE, Track.RETURN: Agenc
 
 
 class Urgency(StrEnum):
+    """How soon the NGO asks the second line to act; urgent cases head the office queue."""
+
     NORMAL = "normal"
     URGENT = "urgent"
 
@@ -78,6 +84,8 @@ class Outcome(StrEnum):
 
 
 class OutcomeCategory(StrEnum):
+    """The LVV evaluation's categories of an outcome: permanent, semi-permanent or none."""
+
     PERMANENT = "permanent"
     SEMI_PERMANENT = "semi_permanent"
     NONE = "none"
@@ -95,6 +103,8 @@ OUTCOME_CATEGORY: dict[Outcome, OutcomeCategory] = {
 
 
 class Purpose(StrEnum):
+    """What a consent lets its recipient agency do with the data."""
+
     REFERRAL = "referral"  # disclose for case review
     FEEDBACK = "feedback"  # the recipient may report status and outcome back to the NGO
     JOINT_REVIEW = "joint_review"  # the two second-line agencies may see each other's track
