@@ -390,7 +390,9 @@ def describe(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     for model in (ValidationIssue, Problem, ValidationProblem):
-        schemas[model.__name__] = model.model_json_schema(ref_template=REF + "{model}")
+        schema = model.model_json_schema(ref_template=REF + "{model}")
+        schema.pop("$defs", None)  # ValidationIssue is a component of its own
+        schemas[model.__name__] = schema
     for schema in schemas.values():
         for example in schema.get("examples", []):
             _restore_nulls(document, example, schema)
