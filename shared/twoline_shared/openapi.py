@@ -51,12 +51,12 @@ from twoline_shared.errors import (
     Unauthorized,
     Unavailable,
 )
+from twoline_shared.idempotency import REPLAYED_HEADER
 from twoline_shared.limits import MAX_REQUEST_BYTES
 from twoline_shared.policy import app_routes, required_roles
 
 REF = "#/components/schemas/"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
 
 # The licence of the project (pyproject.toml), as an SPDX identifier (OpenAPI 3.1).
 LICENSE = {"name": "EUPL-1.2", "identifier": "EUPL-1.2"}
