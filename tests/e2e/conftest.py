@@ -4,7 +4,7 @@ import contextlib
 
 import pytest
 
-from tests.conftest import running
+from tests.conftest import eventually, running
 from twoline.natsserver import credential
 from twoline_audit.app import create_app as audit_app
 from twoline_audit.config import Settings as AuditSettings
@@ -52,4 +52,9 @@ def stack(service_settings, nats_server):
         "audit": audit_app(service_settings(AuditSettings, "audit")),
     }
     with contextlib.ExitStack() as exit_stack:
-        yield {name: exit_stack.enter_context(running(app)) for name, app in apps.items()}
+        clients = {name: exit_stack.enter_context(running(app)) for name, app in apps.items()}
+        # Ready as /readyz says (database and every NATS link up), as a load balancer waits:
+        # a service asked before its link is up answers 503 with Retry-After, by contract.
+        for name, client in clients.items():
+            eventually(lambda c=client: c.get("/readyz").status_code == 200, f"{name} ready")
+        yield clients
