@@ -14,6 +14,7 @@ STEPS = (
     "register a person (intake)",
     "record a consent (consent)",
     "refer for both tracks (referral)",
+    "a partner's sequence: register, 2 consents, refer",
     "read a case, opening its package",
     "accept a track (case-resolution)",
     "read a referral (referral)",
@@ -38,7 +39,8 @@ def test_bench_runs_a_stack_of_its_own_and_prints_every_figure_with_the_machine(
     for step in STEPS:
         [line] = [line for line in out.splitlines() if step in line]
         assert re.search(r"req/s\s+p50\s+[\d.]+ ms\s+p95\s+[\d.]+ ms", line), line
-    assert "every one of 6 tracks queued in zone B" in out
+    # 3 people and 1 partner sequence (3 // 3), both tracks each.
+    assert "every one of 8 tracks queued in zone B" in out
     assert re.search(r"twoline audit verify of \d+ entries", out), out
     for process in ("intake", "consent", "referral", "case-resolution", "audit", "nats-server"):
         assert re.search(rf"^\s+{process}\s+[\d.]+ MiB$", out, re.M), out

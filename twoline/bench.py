@@ -151,7 +151,10 @@ class Bench:
         say = self.out.write
         ngo = self.token("ngo_caseworker", "bench-ngo", org=ORG)
         auditor = self.token("auditor", "bench-auditor")
-        say(f"\n{people} people, each referred for both tracks; {self.concurrency} callers\n\n")
+        say(
+            f"\n{people} people, each referred for both tracks, then {max(1, people // 3)} more "
+            f"through a partner's whole sequence; {self.concurrency} callers\n\n"
+        )
 
         _, clients = self.step(
             "register a person (intake)",
@@ -204,7 +207,23 @@ class Bench:
         routing_start = time.perf_counter()
         _, referral_ids = self.step("refer for both tracks (referral)", clients, refer)
 
-        expected = 2 * people
+        # What a partner's case-management system does: each step right after the one before.
+        def sequence(i: int) -> Any:
+            ref = self.call(
+                ngo, "POST", "intake", "/clients", 201, json={"display_name": f"Partner {i}"}
+            )["client_ref"]
+            for agency in AGENCIES.values():
+                grant((ref, agency))
+            return refer(ref)
+
+        partners = max(1, people // 3)
+        # One "req" of this step is the whole sequence of four calls.
+        _, partner_referrals = self.step(
+            "a partner's sequence: register, 2 consents, refer", list(range(partners)), sequence
+        )
+        referral_ids += partner_referrals
+
+        expected = 2 * (people + partners)
         performers = {
             (agency, office): self.token(
                 PERFORMER[agency], f"bench-{agency}-{office}", agency=agency, office=office
