@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, text, update
 
 from tests.conftest import (
     NGO_GHENT,
@@ -41,6 +41,7 @@ from tests.conftest import (
 from twoline.devissuer import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 from twoline.natsserver import NatsServer, free_port
 from twoline.stack import SERVICES, service_environment
+from twoline_consent.models import Consent
 from twoline_shared.db import normalise_url
 
 pytestmark = pytest.mark.nats
@@ -84,6 +85,14 @@ class Stack:
 
     def get(self, service: str, path: str, headers: dict[str, str], **kwargs: Any) -> Any:
         return self.http.get(self.url(service, path), headers=headers, **kwargs)
+
+    def execute(self, service: str, statement: Any) -> None:
+        engine = create_engine(normalise_url(self.databases[service]))
+        try:
+            with engine.begin() as connection:
+                connection.execute(statement)
+        finally:
+            engine.dispose()
 
     def rows(self, service: str, sql: str) -> list[Any]:
         engine = create_engine(normalise_url(self.databases[service]))
@@ -284,11 +293,18 @@ def test_a_referral_right_after_the_withdrawal_of_its_consent_is_refused_every_t
 
 def test_a_referral_right_after_its_consent_expired_is_refused(stack):
     client_ref = register(stack)
-    until = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    until = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     consent = grant(stack, client_ref, "fedasil", valid_until=until)
     assert consent.status_code == 201, consent.text
     assert refer(stack, client_ref, ["return"]).status_code == 201
-    time.sleep(1.2)  # the scenario: the consent's validity ends
+    # A day passes: the consent's validity ends in the consent service's own record (and no
+    # event says so: expiry is a moment, not a fact anyone announces).
+    stack.execute(
+        "consent",
+        update(Consent)
+        .where(Consent.consent_id == uuid.UUID(consent.json()["consent_id"]))  # type: ignore[arg-type]
+        .values(valid_until=datetime.now(UTC) - timedelta(seconds=1)),
+    )
 
     assert_problem(refer(stack, client_ref, ["return"]), 422, "consent-missing")
 

@@ -1723,9 +1723,17 @@ def test_a_referral_right_after_a_withdrawal_the_stream_has_not_brought_yet_is_r
 def test_an_expired_consent_refuses_at_once(referral, issuer):
     client_ref = "C-" + uuid.uuid4().hex[:12].upper()
     referral.fake_consent.clients.add((client_ref, "ngo-ghent"))
-    soon = datetime.now(UTC) + timedelta(milliseconds=300)
-    feed(referral, consent_granted(client_ref, IO, valid_until=soon))
-    time.sleep(0.4)  # the scenario: the consent's validity ends
+    grant = consent_granted(client_ref, IO, valid_until=datetime.now(UTC) + timedelta(days=1))
+    feed(referral, grant)
+    # Its validity ends (the consent service's record and the projection both say so now).
+    ended = datetime.now(UTC) - timedelta(seconds=1)
+    facts = referral.fake_consent.consents[grant.data["consent_id"]]
+    referral.fake_consent.consents[grant.data["consent_id"]] = facts.model_copy(
+        update={"valid_until": ended}
+    )
+    with Session(referral.app.state.runtime.engine) as session:
+        session.get(ConsentView, grant.data["consent_id"]).valid_until = ended
+        session.commit()
 
     response = post_referral(referral, issuer, client_ref, tracks=["legal_stay"])
 
